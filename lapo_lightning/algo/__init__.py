@@ -1,0 +1,52 @@
+"""Pure GRPO/LAPO algorithm functions (torch + stdlib only; no lightning/transformers/peft).
+
+advantages: group-standardised rewards. logprobs: per-token log-probs of sampled tokens.
+losses: clipped surrogate, k3 KL, token aggregation, grpo_loss. length_rewards / length_stats:
+LAPO's band (stage 1) and Gaussian (stage 2) length rewards, statistics and target refinement.
+"""
+
+from .advantages import group_advantages, zero_spread_groups
+from .length_rewards import band_length_reward, gaussian_length_reward
+from .length_stats import (
+    GroupLengthStats,
+    fill_missing_targets,
+    group_length_stats,
+    refine_targets,
+)
+from .logprobs import completion_logprobs, masked_mean, token_logprobs
+from .losses import (
+    AGGREGATIONS,
+    Aggregation,
+    LossTerms,
+    aggregate,
+    clipped_surrogate,
+    constant_norm,
+    grpo_loss,
+    k3_kl,
+    sequence_mean,
+    token_mean,
+)
+
+__all__ = [
+    "AGGREGATIONS",
+    "Aggregation",
+    "GroupLengthStats",
+    "LossTerms",
+    "aggregate",
+    "band_length_reward",
+    "clipped_surrogate",
+    "completion_logprobs",
+    "constant_norm",
+    "fill_missing_targets",
+    "gaussian_length_reward",
+    "grpo_loss",
+    "group_advantages",
+    "group_length_stats",
+    "k3_kl",
+    "masked_mean",
+    "refine_targets",
+    "sequence_mean",
+    "token_logprobs",
+    "token_mean",
+    "zero_spread_groups",
+]

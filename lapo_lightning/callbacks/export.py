@@ -1,0 +1,43 @@
+"""Export the trained adapter in PEFT format when fit ends (and optionally a merged model).
+
+The ``lapo`` CLI always adds this callback (``export.*`` in YAML). Default folder:
+``<trainer.log_dir>/adapter`` (and ``<trainer.log_dir>/merged``), which is what the
+stage-2 config and the inference helper point at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info
+
+from lapo_lightning.policy import ADAPTER_NAME, export_merged
+
+
+class ExportAdapter(pl.Callback):
+    """Save the policy's LoRA adapter (and tokenizer) at the end of ``fit``.
+
+    Args:
+        dirpath: output folder; default ``<log_dir>/adapter``.
+        merged: also write a full model with the adapter merged in (``<dirpath>/../merged``).
+    """
+
+    def __init__(self, dirpath: str | None = None, merged: bool = False) -> None:
+        self.dirpath = dirpath
+        self.merged = merged
+
+    def resolve(self, trainer: pl.Trainer) -> Path:
+        return Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "adapter"
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or pl_module.policy is None:
+            return
+        out = self.resolve(trainer)
+        # Only the trainable adapter: a frozen reference adapter stays out of the export.
+        pl_module.policy.save_pretrained(out, selected_adapters=[ADAPTER_NAME])
+        pl_module.tokenizer.save_pretrained(out)
+        rank_zero_info(f"adapter saved to {out}")
+        if self.merged:
+            merged = export_merged(pl_module.policy_config, out, out.parent / "merged")
+            rank_zero_info(f"merged model saved to {merged}")

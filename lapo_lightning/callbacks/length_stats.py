@@ -1,0 +1,143 @@
+"""LAPO stage 1 (Discovery): per-problem length statistics -> the length table for stage 2.
+
+Flow: after every training batch this callback reads the ``StepSummary`` that
+``training_step`` returned, gathers it from every process, and records for each sampled
+problem the median / P30 / P70 of its *correct* completion lengths in that step (paper
+Eqs. 4-5). Latest wins: a problem sampled again overwrites its entry, and a problem no
+rollout solved in its latest step is marked unsolved. The table is written atomically at
+every checkpoint and at the end of fit, and is also kept in the checkpoint itself
+(``state_dict``) so a resumed run continues with identical statistics.
+
+Departs from the official code: it keys by problem id (not prompt text), measures lengths
+in generated token ids only (no prompt), appends each step once, and needs no post-hoc
+deduplication script.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+
+from lapo_lightning.algo import group_length_stats
+from lapo_lightning.length_table import LengthEntry, LengthTable, check_writable
+from lapo_lightning.types import StepSummary
+
+
+def gather_summaries(trainer: pl.Trainer, summary: StepSummary) -> list[StepSummary]:
+    """Every process's summary, in rank order, on every process (identical everywhere)."""
+    if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [summary]
+    gathered: list = [None] * trainer.world_size
+    dist.all_gather_object(gathered, summary)
+    return gathered
+
+
+class LengthStatsCollector(pl.Callback):
+    """Track each problem's latest correct-length statistics and write the length table.
+
+    Args:
+        path: where to write the table; default ``<log_dir>/length_table.json``.
+        low_pct, high_pct: the band percentiles recorded beside the median.
+    """
+
+    def __init__(self, path: str | None = None, low_pct: float = 30.0, high_pct: float = 70.0) -> None:
+        self.path = path
+        self.low_pct, self.high_pct = low_pct, high_pct
+        self.entries: dict[str, LengthEntry] = {}
+        self.metadata: dict = {}
+        self._problem_ids: list[str] = []
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.path is None:
+            self.path = str(Path(trainer.log_dir or trainer.default_root_dir) / "length_table.json")
+        if trainer.is_global_zero:
+            check_writable(self.path)  # fail now, not after hours of training
+        datamodule = getattr(trainer, "datamodule", None)
+        self._problem_ids = list(getattr(datamodule, "problem_ids", []) or [])
+        self.metadata = {
+            "model": getattr(getattr(pl_module, "policy_config", None), "model", None),
+            "adapter": getattr(getattr(pl_module, "policy_config", None), "adapter", None),
+            "dataset": datamodule.describe() if hasattr(datamodule, "describe") else None,
+            "settings": {"low_pct": self.low_pct, "high_pct": self.high_pct, "length_unit": "generated tokens incl. EOS"},
+        }
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        hits = in_band = 0
+        for summary in gather_summaries(trainer, outputs["summary"]):
+            h, n = self.update(summary)
+            hits, in_band = hits + h, in_band + n
+        metrics = {"stage1/coverage": self.coverage(), "stage1/problems_seen": float(len(self.entries))}
+        if in_band:
+            metrics["stage1/band_hit_rate"] = hits / in_band
+        targets = sorted(e.median for e in self.entries.values() if e.solved)
+        if targets:
+            t = torch.tensor(targets)
+            metrics.update({
+                "stage1/target_p10": float(t.quantile(0.1)),
+                "stage1/target_median": float(t.median()),
+                "stage1/target_p90": float(t.quantile(0.9)),
+            })
+        pl_module.log_dict(metrics, batch_size=1)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if trainer.is_global_zero:
+            self.write(trainer.global_step)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self.write(trainer.global_step)
+
+    # ------------------------------------------------------------------ logic
+    def update(self, summary: StepSummary) -> tuple[int, int]:
+        """Record one step's statistics; returns (correct rollouts in band, correct rollouts with a band)."""
+        num_groups = len(summary.problem_ids)
+        stats = group_length_stats(summary.lengths, summary.correct, summary.group_index,
+                                   self.low_pct, self.high_pct, num_groups=num_groups)
+        for g, pid in enumerate(summary.problem_ids):
+            solved = int(stats.num_correct[g]) > 0
+            self.entries[pid] = LengthEntry(
+                median=float(stats.median[g]) if solved else None,
+                low=float(stats.low[g]) if solved else None,
+                high=float(stats.high[g]) if solved else None,
+                count=int(stats.num_correct[g]),
+                last_step=summary.step,
+                solved=solved,
+            )
+        # A group with fewer than two distinct correct lengths has no band (rewards nobody).
+        lengths = summary.lengths.float()
+        shortest = torch.full((num_groups,), float("inf")).scatter_reduce(
+            0, summary.group_index[summary.correct], lengths[summary.correct], "amin")
+        longest = torch.full((num_groups,), float("-inf")).scatter_reduce(
+            0, summary.group_index[summary.correct], lengths[summary.correct], "amax")
+        has_band = summary.correct & (longest > shortest)[summary.group_index]  # [N]
+        low, high = stats.low[summary.group_index], stats.high[summary.group_index]  # [N]
+        inside = has_band & (lengths >= low) & (lengths <= high)
+        return int(inside.sum()), int(has_band.sum())
+
+    def coverage(self) -> float:
+        """Share of training problems that have a target (solved in their latest step)."""
+        ids = self._problem_ids or list(self.entries)
+        return sum(1 for pid in ids if pid in self.entries and self.entries[pid].solved) / max(len(ids), 1)
+
+    def table(self, step: int) -> LengthTable:
+        metadata = dict(self.metadata, step=step, written_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        return LengthTable(dict(self.entries), metadata)
+
+    def write(self, step: int) -> Path:
+        path = Path(self.path)
+        self.table(step).save(path)
+        return path
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"entries": {pid: asdict(e) for pid, e in self.entries.items()}, "path": self.path}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.entries = {pid: LengthEntry(**raw) for pid, raw in state_dict["entries"].items()}
+        self.path = self.path or state_dict.get("path")

@@ -1,0 +1,104 @@
+"""Training monitors: sample completions for a human to read, and silent-failure warnings.
+
+Both read the ``StepSummary`` in ``training_step``'s output; neither changes training.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from lapo_lightning.algo import zero_spread_groups
+from lapo_lightning.types import StepSummary
+
+
+class SampleLogger(pl.Callback):
+    """Every ``every_n_steps`` batches, print a small table of completions and append them
+    to ``<log_dir>/samples.jsonl``.
+
+    Args:
+        every_n_steps: how often (in batches); 0 disables.
+        rows: completions shown per table.
+        max_chars: completion text shown per row in the printed table (the file keeps all).
+    """
+
+    def __init__(self, every_n_steps: int = 10, rows: int = 4, max_chars: int = 160) -> None:
+        self.every_n_steps, self.rows, self.max_chars = every_n_steps, rows, max_chars
+        self._batches = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batches += 1
+        if not self.every_n_steps or (self._batches - 1) % self.every_n_steps or not trainer.is_global_zero:
+            return
+        summary: StepSummary = outputs["summary"]
+        records = [
+            {
+                "step": summary.step,
+                "problem_id": summary.problem_ids[int(summary.group_index[i])],
+                "length": int(summary.lengths[i]),
+                "correct": bool(summary.correct[i]),
+                "reward": round(float(summary.rewards["total"][i]), 4),
+                "text": summary.texts[i],
+            }
+            for i in range(min(self.rows, len(summary.texts)))
+        ]
+        lines = [f"samples at step {summary.step}:", f"{'problem':<20} {'len':>5} {'ok':>3} {'reward':>7}  completion"]
+        for r in records:
+            text = r["text"][: self.max_chars].replace("\n", "\\n")
+            lines.append(f"{r['problem_id'][:20]:<20} {r['length']:>5} {'y' if r['correct'] else 'n':>3} "
+                         f"{r['reward']:>7.3f}  {text}")
+        rank_zero_info("\n".join(lines))
+        if trainer.log_dir:
+            path = Path(trainer.log_dir) / "samples.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+
+
+class TrainingHealthMonitor(pl.Callback):
+    """Warn when training is silently learning nothing.
+
+    If every completion is truncated, or every group's rewards are identical (zero
+    advantage everywhere), the policy gradient is zero or meaningless. When the share of
+    either stays above ``threshold`` for ``patience`` consecutive batches, warn once per
+    episode with the fix to try.
+    """
+
+    def __init__(self, threshold: float = 0.95, patience: int = 5) -> None:
+        self.threshold, self.patience = threshold, patience
+        self._history = {"truncation": deque(maxlen=patience), "zero_spread": deque(maxlen=patience)}
+        self._warned = {key: False for key in self._history}
+        self.warnings: list[str] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        summary: StepSummary = outputs["summary"]
+        self._history["truncation"].append(float(summary.truncated.float().mean()))
+        self._history["zero_spread"].append(float(zero_spread_share(summary)))
+        advice = {
+            "truncation": "completions hit model.generation.max_new_tokens; raise it or shorten the task",
+            "zero_spread": "every group got equal rewards (all right or all wrong); adjust difficulty or rewards",
+        }
+        for key, history in self._history.items():
+            stuck = len(history) == self.patience and min(history) >= self.threshold
+            if stuck and not self._warned[key]:
+                message = (f"{key} share >= {self.threshold:.0%} for {self.patience} steps (step {summary.step}): "
+                           f"{advice[key]}; training is learning nothing")
+                self.warnings.append(message)
+                rank_zero_warn(message)
+            self._warned[key] = stuck
+
+    def state_dict(self) -> dict:
+        return {key: list(values) for key, values in self._history.items()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for key, values in state_dict.items():
+            self._history[key].extend(values)
+
+
+def zero_spread_share(summary: StepSummary) -> float:
+    flags = zero_spread_groups(summary.rewards["total"], summary.group_index, len(summary.problem_ids))
+    return float(flags.float().mean())

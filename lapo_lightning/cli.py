@@ -1,0 +1,42 @@
+"""The ``lapo`` command: LightningCLI over ``GRPOModule`` + ``LapoDataModule``.
+
+``lapo fit --config configs/stage1.yaml`` trains; ``lapo table PATH`` prints a length
+table's summary. Any importable class is a plugin through ``class_path``; the package
+re-exports the public ones so YAML can use short names (``class_path: LengthBand``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lightning.pytorch.cli import LightningCLI
+
+from lapo_lightning.callbacks.export import ExportAdapter
+from lapo_lightning.data import LapoDataModule
+from lapo_lightning.module import GRPOModule
+
+
+class LapoCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        # Always on, configured under `export.*`: every run leaves a usable adapter.
+        parser.add_lightning_class_args(ExportAdapter, "export")
+
+
+def main(args: list[str] | None = None) -> LapoCLI | None:
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["table"]:
+        from lapo_lightning.length_table import main as table_main
+
+        raise SystemExit(table_main(argv[1:]))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return LapoCLI(
+        GRPOModule,
+        LapoDataModule,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Small, validated settings dataclasses for the GRPO module (YAML: ``model.grpo``, ``model.optim``).
+
+Every check names the config key it is about, so a bad YAML fails at parse time with a
+message that says what to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Aggregation = Literal["token_mean", "sequence_mean", "constant"]
+
+
+@dataclass
+class GRPOConfig:
+    """GRPO knobs shared by both LAPO stages."""
+
+    group_size: int = 8
+    """G: completions sampled per problem."""
+    clip_low: float = 0.2
+    """PPO clip below: ratio >= 1 - clip_low."""
+    clip_high: float = 0.2
+    """PPO clip above: ratio <= 1 + clip_high (raise it for DAPO's clip-higher)."""
+    kl_coef: float = 1e-4
+    """beta of the k3 KL penalty; 0 skips the reference forward entirely."""
+    num_iterations: int = 1
+    """mu: optimizer passes over each rollout batch (1 = on-policy, no old log-prob pass)."""
+    micro_batch_size: int = 8
+    """Rollouts per forward/backward; gradients accumulate over the whole rollout batch."""
+    token_aggregation: Aggregation = "token_mean"
+    """token_mean (DAPO), sequence_mean (original GRPO) or constant (Dr. GRPO)."""
+    max_grad_norm: float | None = 1.0
+    """Gradient-norm clip per optimizer step; null disables it."""
+    adv_eps: float = 1e-4
+    """Added to the group std in the advantage denominator."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.group_size < 2:
+            problems.append(f"model.grpo.group_size must be >= 2 (GRPO compares completions), got {self.group_size}")
+        if not (0 <= self.clip_low < 1 and self.clip_high >= 0):
+            problems.append(f"model.grpo.clip_low/clip_high out of range: {self.clip_low}, {self.clip_high}")
+        if self.kl_coef < 0:
+            problems.append(f"model.grpo.kl_coef must be >= 0, got {self.kl_coef}")
+        if self.num_iterations < 1:
+            problems.append(f"model.grpo.num_iterations must be >= 1, got {self.num_iterations}")
+        if self.micro_batch_size < 1:
+            problems.append(f"model.grpo.micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if problems:
+            raise ValueError("invalid GRPO config:\n  " + "\n  ".join(problems))
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay."""
+
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 0
+    """Optimizer steps of linear warmup from 0."""
+    min_lr_ratio: float = 0.1
+    """Cosine decays to lr * min_lr_ratio at the last optimizer step."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"model.optim.lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("model.optim.warmup_steps must be >= 0 and model.optim.min_lr_ratio in [0, 1]")

@@ -1,0 +1,325 @@
+"""Problem datasets and the Lightning data module that batches them into ``ProblemBatch``.
+
+Flow: a local .jsonl/.json/.parquet file (or a hub dataset id) -> :func:`load_problems` ->
+``list[Problem]`` -> :class:`LapoDataModule` dataloaders -> ``ProblemBatch`` (plain strings,
+budgets all None; a stage-2 callback fills budgets). No tokenizer ever touches this module:
+prompts are rendered and tokenized on the policy side.
+
+Every problem has a stable id: the configured id field, else a hash of the problem text
+(:func:`problem_id_for`). The official LAPO code keys its statistics by prompt text, which
+breaks as soon as the prompt template changes between stages; ids do not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset
+
+from lapo_lightning.types import ProblemBatch
+
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class DataError(ValueError):
+    """Bad data or data config; the message names the config key, the file and what was found."""
+
+
+@dataclass
+class ProblemFields:
+    """Column names in the source data.
+
+    Args:
+        problem: field holding the problem text (without any instruction).
+        answer: field holding the reference final answer (numbers are turned into strings).
+        id: field holding a stable id; None (or an absent/empty value) hashes the problem text.
+    """
+
+    problem: str = "problem"
+    answer: str = "answer"
+    id: str | None = "id"
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    problem: str
+    answer: str
+    extra: dict = field(default_factory=dict, compare=False)  # every other field, e.g. level
+
+
+def problem_id_for(text: str) -> str:
+    """Stable id from the problem text alone (never the rendered prompt), e.g. 'sha1-0a1b...'."""
+    return "sha1-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def is_local_source(source: str) -> bool:
+    """A path-looking source is read from disk; anything else is a hub dataset id."""
+    return (
+        source.endswith(LOCAL_SUFFIXES)
+        or source.startswith(("/", "./", "../", "~"))
+        or Path(source).expanduser().exists()
+    )
+
+
+def load_problems(
+    source: str,
+    fields: ProblemFields,
+    split: str = "train",
+    name: str | None = None,
+    key: str = "data.train_file",
+) -> list[Problem]:
+    """Read problems from a local file or a hub dataset; ``key`` is the config key for errors.
+
+    ``split`` and ``name`` only apply to hub datasets (a local file is one split).
+    """
+    if is_local_source(source):
+        unit, rows = _read_local(Path(source).expanduser(), key)
+        where = f"{source} {unit}"
+    else:
+        rows, where = _read_hub(source, name, split, key), f"hub dataset {source!r} (split {split}) row"
+    problems = [_to_problem(row, fields, f"{where} {n}") for n, row in rows]
+    if not problems:
+        raise DataError(f"{key}: {source} holds no problems (empty dataset)")
+    _check_unique([p.id for p in problems], [w for w, _ in rows], source, key, fields)
+    return problems
+
+
+def _read_local(path: Path, key: str) -> tuple[str, list[tuple[int, dict]]]:
+    """("line" or "row", [(number, row)]); numbers are 1-based so they match an editor."""
+    if not path.is_file():
+        found = "a directory" if path.is_dir() else "nothing"
+        raise DataError(f"{key}: file not found: {path} (found {found} there)")
+    if path.suffix not in LOCAL_SUFFIXES:
+        raise DataError(f"{key}: unsupported file type {path.suffix!r} for {path} (use .jsonl, .json or .parquet)")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq  # installed with `datasets`
+
+        return "row", list(enumerate(pq.read_table(path).to_pylist(), start=1))
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            if "Extra data" not in str(e):  # several objects one per line: treat as JSON lines
+                raise DataError(f"{key}: {path} is not valid JSON ({e})") from None
+        else:
+            if isinstance(data, dict):  # {"data": [...]}-style wrapper with one list inside
+                lists = [v for v in data.values() if isinstance(v, list)]
+                if len(lists) != 1:
+                    raise DataError(f"{key}: {path} holds an object, expected a list of problems")
+                data = lists[0]
+            if not isinstance(data, list):
+                raise DataError(f"{key}: {path} holds {type(data).__name__}, expected a list of problems")
+            return "row", _check_objects(list(enumerate(data, start=1)), path, key, "row")
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{key}: {path} line {lineno} is not valid JSON ({e})") from None
+    return "line", _check_objects(rows, path, key, "line")
+
+
+def _check_objects(rows: list[tuple[int, Any]], path: Path, key: str, unit: str) -> list[tuple[int, dict]]:
+    for n, row in rows:
+        if not isinstance(row, dict):
+            raise DataError(f"{key}: {path} {unit} {n} is {type(row).__name__}, expected an object")
+    return rows
+
+
+def _read_hub(source: str, name: str | None, split: str, key: str) -> list[tuple[int, dict]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(source, name, split=split)
+    except Exception as e:  # datasets raises many unrelated types (ConnectionError, FileNotFoundError, ...)
+        raise DataError(
+            f"{key}: could not load {source!r} (not a local file, so tried the hub; name={name}, split={split}): "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. Offline (HF_DATASETS_OFFLINE=1)? "
+            f"Point {key} at a local .jsonl/.json/.parquet file."
+        ) from None
+    return list(enumerate(ds, start=1))
+
+
+def _to_problem(row: dict, fields: ProblemFields, where: str) -> Problem:
+    values = {}
+    for role in ("problem", "answer"):
+        col = getattr(fields, role)
+        value = row.get(col)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            what = "is empty" if col in row else "not found"
+            raise DataError(f"data.fields.{role}: field {col!r} {what} in {where}; fields found: {sorted(row)}")
+        values[role] = value if isinstance(value, str) else str(value)  # answers are often int/float
+    raw_id = row.get(fields.id) if fields.id else None
+    pid = str(raw_id) if raw_id not in (None, "") else problem_id_for(values["problem"])
+    skip = {fields.problem, fields.answer, fields.id}
+    return Problem(pid, values["problem"], values["answer"], {k: v for k, v in row.items() if k not in skip})
+
+
+def _check_unique(ids: list[str], where: list[int], source: str, key: str, fields: ProblemFields) -> None:
+    first: dict[str, int] = {}
+    dups = []
+    for pid, n in zip(ids, where):
+        if pid in first:
+            dups.append(f"{pid!r} (#{first[pid]} and #{n})")
+        else:
+            first[pid] = n
+    if dups:
+        hashed = [d for d in dups if d.startswith("'sha1-")]  # ids made by problem_id_for
+        hint = "ids are hashes of the problem text: identical problems" if hashed else f"ids from field {fields.id!r}"
+        raise DataError(
+            f"{key}: {len(dups)} duplicate problem ids in {source}, e.g. {', '.join(dups[:2])} "
+            f"(# = line/row; {hint}; set data.fields.id to a unique field or deduplicate the file)"
+        )
+
+
+class ProblemDataset(Dataset):
+    """Map-style, so Lightning can wrap it in a DistributedSampler when several processes train."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def __getitem__(self, index: int) -> Problem:
+        return self.problems[index]
+
+
+def collate_problems(items: list[Problem]) -> ProblemBatch:
+    """Module-level (picklable for worker processes). Budgets start as None; stage 2 fills them."""
+    return ProblemBatch(
+        problem_ids=[p.id for p in items], problems=[p.problem for p in items], answers=[p.answer for p in items]
+    )
+
+
+class LapoDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        train_file: str,
+        val_file: str | None = None,
+        fields: ProblemFields = ProblemFields(),
+        problems_per_step: int = 8,
+        val_fraction: float = 0.0,
+        max_problems: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        dataset_name: str | None = None,
+        split: str = "train",
+    ) -> None:
+        """Problems for GRPO/LAPO training, batched as ``ProblemBatch``.
+
+        Args:
+            train_file: local .jsonl/.json/.parquet file, or a hub dataset id.
+            val_file: optional validation problems (same formats); excludes val_fraction.
+            fields: column names for problem, answer and id.
+            problems_per_step: problems per batch on each process (B); each gets G rollouts.
+            val_fraction: share of train_file held out for validation (seeded), 0 = none.
+            max_problems: keep only the first N problems of train_file (before any holdout).
+            seed: seeds the shuffle order and the holdout.
+            num_workers: DataLoader worker processes.
+            dataset_name: hub dataset config name (hub ids only).
+            split: hub dataset split (hub ids only).
+        """
+        super().__init__()
+        errors = []
+        if problems_per_step < 1:
+            errors.append(f"data.problems_per_step must be >= 1, got {problems_per_step}")
+        if not 0.0 <= val_fraction < 1.0:
+            errors.append(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if val_file and val_fraction > 0:
+            errors.append(f"set data.val_file or data.val_fraction, not both (got {val_file!r} and {val_fraction})")
+        if max_problems is not None and max_problems < 1:
+            errors.append(f"data.max_problems must be >= 1 or null, got {max_problems}")
+        for key, src in (("data.train_file", train_file), ("data.val_file", val_file)):
+            if src and is_local_source(src) and not Path(src).expanduser().is_file():
+                errors.append(f"{key}: file not found: {src}")
+        if errors:
+            raise DataError("; ".join(errors))
+        self.train_file, self.val_file, self.fields = train_file, val_file, fields
+        self.problems_per_step, self.val_fraction, self.max_problems = problems_per_step, val_fraction, max_problems
+        self.seed, self.num_workers, self.dataset_name, self.split = seed, num_workers, dataset_name, split
+        self._train: list[Problem] | None = None
+        self._val: list[Problem] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is not None:  # idempotent: Lightning may call setup once per stage
+            return
+        problems = load_problems(self.train_file, self.fields, self.split, self.dataset_name, "data.train_file")
+        problems = problems[: self.max_problems]
+        val: list[Problem] = []
+        if self.val_file:
+            val = load_problems(self.val_file, self.fields, self.split, self.dataset_name, "data.val_file")
+            shared = {p.id for p in val} & {p.id for p in problems}
+            if shared:  # a warning, not an error: ids from different sources may collide by accident
+                rank_zero_warn(f"data.val_file shares {len(shared)} problem ids with data.train_file, e.g. {min(shared)!r}")
+        elif self.val_fraction > 0:
+            n_val = max(1, round(len(problems) * self.val_fraction))
+            if n_val >= len(problems):
+                raise DataError(f"data.val_fraction={self.val_fraction} leaves no training problems of {len(problems)}")
+            order = torch.randperm(len(problems), generator=torch.Generator().manual_seed(self.seed)).tolist()
+            held = set(order[:n_val])
+            val = [p for i, p in enumerate(problems) if i in held]  # keep file order within each split
+            problems = [p for i, p in enumerate(problems) if i not in held]
+        self._train, self._val = problems, val
+
+    @property
+    def train_problems(self) -> list[Problem]:
+        self.setup()  # loading is cheap and idempotent; callbacks may ask before the trainer does
+        return self._train
+
+    @property
+    def val_problems(self) -> list[Problem]:
+        self.setup()
+        return self._val
+
+    @property
+    def problem_ids(self) -> list[str]:
+        return [p.id for p in self.train_problems]
+
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of the sorted train ids and the source, stored in the length table metadata.
+
+        Local paths contribute their file name only, so the same file reached through another
+        working directory or an absolute path gives the same fingerprint.
+        """
+        src = Path(self.train_file).name if is_local_source(self.train_file) else self.train_file
+        payload = json.dumps({"source": src, "ids": sorted(self.problem_ids)}, ensure_ascii=False)
+        return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:12]
+
+    def describe(self) -> dict:
+        return {
+            "source": self.train_file,
+            "size": len(self.train_problems),
+            "val_size": len(self.val_problems),
+            "fingerprint": self.fingerprint,
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        # The shuffle is reproducible from `seed` alone. Under DDP Lightning swaps in a
+        # DistributedSampler (seeded by seed_everything), which is why no sampler is set here.
+        return self._loader(self.train_problems, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_problems, shuffle=False) if self.val_problems else []  # [] = no validation
+
+    def _loader(self, problems: list[Problem], shuffle: bool) -> DataLoader:
+        return DataLoader(
+            ProblemDataset(problems),
+            batch_size=self.problems_per_step,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            drop_last=False,
+            collate_fn=collate_problems,
+            num_workers=self.num_workers,
+        )

@@ -1,0 +1,273 @@
+"""The GRPO LightningModule that both LAPO stages run.
+
+Flow: ``LapoDataModule`` yields a ``ProblemBatch``; callbacks may set its budgets;
+``training_step`` then samples G completions per problem, verifies them, scores them
+with the configured reward plugins, turns rewards into group advantages and runs the
+inner PPO-style updates; it returns a ``StepSummary`` for the callbacks. Stage 1 and
+stage 2 differ only in the rewards, reference, prompt and callbacks that YAML plugs in.
+
+Manual optimization: one rollout batch gives ``num_iterations`` optimizer steps, each
+accumulating gradients over micro-batches, so ``trainer.global_step`` (and
+``trainer.max_steps``) count optimizer steps, not batches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from lapo_lightning.algo import group_advantages, grpo_loss, token_logprobs, zero_spread_groups
+from lapo_lightning.config import GRPOConfig, OptimConfig
+from lapo_lightning.policy import PolicyConfig, load_policy
+from lapo_lightning.prompts import PlainPrompt, PromptTemplate
+from lapo_lightning.reference import AdapterDisabled, NoReference, Reference
+from lapo_lightning.rewards import Accuracy, Reward, score
+from lapo_lightning.rollout import GenerationConfig, HFGenerate, Sampler
+from lapo_lightning.types import ProblemBatch, RolloutBatch, StepSummary
+from lapo_lightning.verify import MathVerifier
+
+
+class GRPOModule(pl.LightningModule):
+    """GRPO on a LoRA policy, with pluggable rewards, reference, prompt and sampler.
+
+    Args:
+        policy: which model to load and how (4-bit, LoRA, dtype).
+        rewards: reward plugins; default ``[Accuracy()]``.
+        grpo: group size, clipping, KL, inner epochs, micro-batching, aggregation.
+        generation: sampling settings for rollouts.
+        optim: AdamW + warmup/cosine schedule.
+        reference: KL reference; default ``AdapterDisabled`` (``NoReference`` when kl_coef is 0).
+        prompt: how a problem (and its budget) becomes prompt text; default the paper's plain template.
+        sampler: rollout engine; default batched HF ``generate``.
+        verifier: answer checker; default math-verify with a timeout.
+    """
+
+    def __init__(
+        self,
+        policy: PolicyConfig | None = None,
+        rewards: list[Reward] | None = None,
+        grpo: GRPOConfig | None = None,
+        generation: GenerationConfig | None = None,
+        optim: OptimConfig | None = None,
+        reference: Reference | None = None,
+        prompt: PromptTemplate | None = None,
+        sampler: Sampler | None = None,
+        verifier: MathVerifier | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.strict_loading = False  # checkpoints hold only the trainable (LoRA) tensors
+        self.policy_config = policy or PolicyConfig()
+        self.rewards = rewards if rewards is not None else [Accuracy()]
+        self.grpo = grpo or GRPOConfig()
+        self.generation = generation or GenerationConfig()
+        self.optim = optim or OptimConfig()
+        if reference is None:
+            reference = AdapterDisabled() if self.grpo.kl_coef > 0 else NoReference()
+        if self.grpo.kl_coef > 0 and not reference.needs_forward:
+            raise ValueError("model.grpo.kl_coef > 0 needs a reference model, but model.reference is NoReference")
+        self.reference = reference
+        self.prompt = prompt or PlainPrompt()
+        self.sampler = sampler or HFGenerate()
+        self.verifier = verifier or MathVerifier()
+        self.policy = None  # built in configure_model so configs instantiate without weights
+        self.tokenizer = None
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        """Start-up checks that need the data module, before any weights are loaded."""
+        self.policy_config.check_paths()
+        if hasattr(self.reference, "check_paths"):
+            self.reference.check_paths()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        per_step = getattr(datamodule, "problems_per_step", None)
+        if per_step is not None and (per_step * self.grpo.group_size) % self.grpo.micro_batch_size:
+            raise ValueError(
+                f"model.grpo.micro_batch_size={self.grpo.micro_batch_size} must divide the rollout batch "
+                f"data.problems_per_step * model.grpo.group_size = {per_step} * {self.grpo.group_size}"
+            )
+
+    def configure_model(self) -> None:
+        if self.policy is not None:  # Lightning may call this more than once
+            return
+        self.policy, self.tokenizer = load_policy(self.policy_config, device=self.trainer.strategy.root_device
+                                                  if self._trainer is not None else None)
+        self.reference.setup(self.policy)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.optim.lr, betas=self.optim.betas, weight_decay=self.optim.weight_decay)
+        total = self._total_optimizer_steps()
+        warmup, floor = self.optim.warmup_steps, self.optim.min_lr_ratio
+
+        def lr_factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        return [opt], [torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)]
+
+    def _total_optimizer_steps(self) -> int:
+        # estimated_stepping_batches counts batches (capped by max_steps); each batch
+        # makes num_iterations optimizer steps, and max_steps counts optimizer steps.
+        batches = self.trainer.estimated_stepping_batches
+        total = batches * self.grpo.num_iterations
+        return int(min(total, self.trainer.max_steps) if self.trainer.max_steps > 0 else total)
+
+    # -------------------------------------------------------------- training
+    def training_step(self, batch: ProblemBatch, batch_idx: int) -> dict:
+        start = time.perf_counter()
+        rollouts = self.sample(batch, self.grpo.group_size, self.generation)  # N = B*G
+        gen_seconds = time.perf_counter() - start
+        rollouts = self.verify(rollouts)  # correct[N]
+        rewards = score(self.rewards, rollouts)  # name -> [N]
+        advantages = group_advantages(rewards["total"], rollouts.group_index, len(batch), eps=self.grpo.adv_eps)
+        step = self.global_step
+        losses = self.update(rollouts, advantages)  # num_iterations optimizer steps
+        summary = StepSummary(
+            step=step,
+            problem_ids=list(batch.problem_ids),
+            group_index=rollouts.group_index.cpu(),
+            lengths=rollouts.lengths.cpu(),
+            correct=rollouts.correct.cpu(),
+            truncated=rollouts.truncated.cpu(),
+            budgets=rollouts.budgets,
+            rewards={name: value.detach().cpu() for name, value in rewards.items()},
+            texts=rollouts.texts,
+        )
+        self.log_step(summary, rollouts, losses, gen_seconds, time.perf_counter() - start)
+        return {"summary": summary}
+
+    @torch.no_grad()
+    def sample(self, batch: ProblemBatch, group_size: int, gen: GenerationConfig) -> RolloutBatch:
+        prompts = [self.prompt.render(p, b, self.tokenizer) for p, b in zip(batch.problems, batch.budgets)]
+        return self.sampler.sample(self.policy, self.tokenizer, prompts, batch, group_size, gen)
+
+    def verify(self, rollouts: RolloutBatch) -> RolloutBatch:
+        answers = [rollouts.problems.answers[i] for i in rollouts.group_index.tolist()]
+        result = self.verifier(rollouts.texts, answers)
+        device = rollouts.completion_ids.device
+        return replace(rollouts, correct=result.correct.to(device), parsed=result.parsed.to(device))
+
+    def update(self, rollouts: RolloutBatch, advantages: Tensor) -> dict[str, float]:
+        """``num_iterations`` optimizer steps over the rollout batch, micro-batched."""
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        mask = rollouts.completion_mask
+        totals = dict(total_tokens=max(int(mask.sum()), 1), total_sequences=len(rollouts),
+                      max_tokens=self.generation.max_new_tokens)
+        ref_logprobs = self.logprobs_no_grad(rollouts, reference=True) if self.grpo.kl_coef > 0 else None
+        old_logprobs = rollouts.old_logprobs
+        if old_logprobs is None and self.grpo.num_iterations > 1:
+            old_logprobs = self.logprobs_no_grad(rollouts)  # fixed across the inner epochs
+        # With one pass the old log-probs equal the current ones: grpo_loss detaches instead.
+        sums = {"loss/policy": 0.0, "loss/kl": 0.0, "train/clip_frac": 0.0, "loss/total": 0.0}
+        for _ in range(self.grpo.num_iterations):
+            for idx in self.micro_batches(len(rollouts)):
+                logprobs = self.completion_logprobs(rollouts, idx)  # [n, T]
+                terms = grpo_loss(
+                    logprobs,
+                    None if old_logprobs is None else old_logprobs[idx],
+                    None if ref_logprobs is None else ref_logprobs[idx],
+                    advantages[idx],
+                    mask[idx],
+                    clip_low=self.grpo.clip_low,
+                    clip_high=self.grpo.clip_high,
+                    kl_coef=self.grpo.kl_coef,
+                    aggregation=self.grpo.token_aggregation,
+                    **totals,
+                )
+                self.manual_backward(terms.loss)
+                for key, value in (("loss/policy", terms.policy_loss), ("loss/kl", terms.kl),
+                                   ("train/clip_frac", terms.clip_frac), ("loss/total", terms.loss)):
+                    sums[key] += float(value.detach()) / self.grpo.num_iterations
+            if self.grpo.max_grad_norm is not None:
+                self.clip_gradients(opt, gradient_clip_val=self.grpo.max_grad_norm, gradient_clip_algorithm="norm")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+        return sums
+
+    def micro_batches(self, n: int) -> list[Tensor]:
+        size = self.grpo.micro_batch_size
+        return [torch.arange(i, min(i + size, n), device=self.device) for i in range(0, n, size)]
+
+    def completion_logprobs(self, rollouts: RolloutBatch, idx: Tensor) -> Tensor:
+        """[n, T] log-probs of the sampled completion tokens under the current weights."""
+        prompt_ids, completion_ids = rollouts.prompt_ids[idx], rollouts.completion_ids[idx]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [n, P+T]
+        attention_mask = torch.cat([rollouts.prompt_mask[idx], rollouts.completion_mask[idx]], dim=1).long()
+        # Positions as generate() assigned them: left padding must not shift the prompt.
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        width = completion_ids.shape[1]
+        # Only the logits that predict completion tokens: position P-1 predicts token P, ...
+        logits = self.policy(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            logits_to_keep=width + 1, use_cache=False,
+        ).logits[:, :-1]  # [n, T, V]
+        temperature = self.generation.temperature if self.generation.temperature > 0 else 1.0
+        return token_logprobs(logits, completion_ids, temperature=temperature)
+
+    @torch.no_grad()
+    def logprobs_no_grad(self, rollouts: RolloutBatch, reference: bool = False) -> Tensor:
+        """[N, T] log-probs under the policy (or, with ``reference``, the reference weights)."""
+        def run() -> Tensor:
+            return torch.cat([self.completion_logprobs(rollouts, idx) for idx in self.micro_batches(len(rollouts))])
+
+        if not reference:
+            return run()
+        with self.reference.active(self.policy):
+            return run()
+
+    # ------------------------------------------------------------ validation
+    def validation_step(self, batch: ProblemBatch, batch_idx: int) -> None:
+        """Greedy answer per problem: held-out accuracy and length without any budget."""
+        greedy = replace(self.generation, temperature=0.0)
+        plain = replace(batch, budgets=[None] * len(batch))
+        rollouts = self.verify(self.sample(plain, 1, greedy))
+        n = len(rollouts)
+        self.log("val/accuracy", rollouts.correct.float().mean(), batch_size=n, sync_dist=True, prog_bar=True)
+        self.log("val/length", rollouts.lengths.float().mean(), batch_size=n, sync_dist=True)
+        self.log("val/truncation_rate", rollouts.truncated.float().mean(), batch_size=n, sync_dist=True)
+
+    # --------------------------------------------------------------- logging
+    def log_step(self, summary: StepSummary, rollouts: RolloutBatch, losses: dict[str, float],
+                 gen_seconds: float, step_seconds: float) -> None:
+        lengths, correct = summary.lengths.float(), summary.correct
+        gen_tokens = float(lengths.sum())
+        train_tokens = float(rollouts.prompt_mask.sum() + rollouts.completion_mask.sum()) * self.grpo.num_iterations
+        metrics = {f"reward/{name}": value.mean() for name, value in summary.rewards.items()}
+        metrics.update(losses)
+        metrics.update({
+            "accuracy": correct.float().mean(),
+            "verify/miss_rate": (~rollouts.parsed).float().mean().cpu(),
+            "length/mean": lengths.mean(),
+            "length/mean_correct": masked_mean(lengths, correct),
+            "length/mean_incorrect": masked_mean(lengths, ~correct),
+            "length/truncation_rate": summary.truncated.float().mean(),
+            "adv/frac_zero_std": zero_spread_groups(summary.rewards["total"], summary.group_index,
+                                                    len(summary.problem_ids)).float().mean(),
+            "perf/gen_tokens_per_s": gen_tokens / max(gen_seconds, 1e-9),
+            "perf/train_tokens_per_s": train_tokens / max(step_seconds - gen_seconds, 1e-9),
+            "perf/step_time_s": step_seconds,
+            "lr": self.lr_schedulers().get_last_lr()[0],
+        })
+        self.log_dict({k: float(v) for k, v in metrics.items()}, batch_size=len(rollouts), sync_dist=True)
+        self.log("acc", metrics["accuracy"], prog_bar=True, logger=False, batch_size=len(rollouts))
+        self.log("len", metrics["length/mean"], prog_bar=True, logger=False, batch_size=len(rollouts))
+
+    # ----------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep only trainable tensors: a 4-bit (or any) base model is never written."""
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` where ``mask``; NaN when the mask is empty (logged as such)."""
+    return values[mask].mean() if mask.any() else torch.tensor(float("nan"))

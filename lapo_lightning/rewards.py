@@ -1,0 +1,148 @@
+"""Reward plugins: each scores a whole ``RolloutBatch`` and returns one float per rollout.
+
+Flow: after sampling and verification, ``GRPOModule`` calls every configured reward,
+logs each one's mean as ``reward/<name>``, and sums ``weight * reward`` into the total
+that the group advantages are computed from. A reward sees the whole batch, so
+group-aware rewards read ``batch.group_index`` (never row order). Rewards do no I/O and
+keep no state between calls; anything stateful (length tables, budgets) belongs in a
+callback. Any importable subclass of :class:`Reward` works from YAML via ``class_path``.
+
+Stage 1 uses ``[Accuracy, LengthBand]`` (paper Eqs. 1-5), stage 2 ``[Accuracy,
+BudgetGaussian]`` (Eqs. 6-7).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import Tensor
+
+from lapo_lightning.algo import band_length_reward, fill_missing_targets, gaussian_length_reward
+from lapo_lightning.types import RolloutBatch
+
+
+class Reward:
+    """Base class. Subclasses implement :meth:`__call__`.
+
+    Args:
+        weight: multiplier of this reward in the total.
+        name: metric name (``reward/<name>``); defaults to the class name in snake case.
+    """
+
+    def __init__(self, weight: float = 1.0, name: str | None = None) -> None:
+        self.weight = weight
+        self.name = name or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
+
+    def __call__(self, batch: RolloutBatch) -> Tensor:  # [N] float
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weight={self.weight}, name={self.name!r})"
+
+
+def score(rewards: list[Reward], batch: RolloutBatch) -> dict[str, Tensor]:
+    """Unweighted reward per name, plus ``total`` = the weighted sum ([N] float each)."""
+    device = batch.completion_ids.device
+    total = torch.zeros(len(batch), device=device)
+    scores: dict[str, Tensor] = {}
+    for reward in rewards:
+        if reward.name in scores or reward.name == "total":
+            raise ValueError(f"model.rewards: two rewards are named {reward.name!r}; give one a `name`")
+        value = reward(batch).to(device=device, dtype=torch.float32)
+        if value.shape != total.shape:
+            raise ValueError(f"reward {reward.name!r} returned shape {tuple(value.shape)}, expected ({len(batch)},)")
+        scores[reward.name] = value
+        total = total + reward.weight * value
+    scores["total"] = total
+    return scores
+
+
+class Accuracy(Reward):
+    """1 for a verified-correct final answer, else 0."""
+
+    def __call__(self, batch: RolloutBatch) -> Tensor:
+        return batch.correct.float()
+
+
+class ThinkFormat(Reward):
+    """1 when the completion closes the prefilled ``<think>`` exactly once and then answers.
+
+    The prompt already opens ``<think>``, so a well-formed completion contains one
+    ``</think>``, no further ``<think>``, and a ``\\boxed{`` answer after it.
+    """
+
+    def __call__(self, batch: RolloutBatch) -> Tensor:
+        def ok(text: str) -> bool:
+            head, sep, tail = text.partition("</think>")
+            return bool(sep) and "<think>" not in text and "</think>" not in tail and "\\boxed{" in tail
+
+        return torch.tensor([float(ok(t)) for t in batch.texts])
+
+
+class RegexMatch(Reward):
+    """1 when the completion matches a regular expression (``re.search``), else 0.
+
+    A general format reward (e.g. ``pattern: "</think>\\s*\\\\boxed\\{"``). The debug config
+    uses a loose pattern so that even a random-init model gets a learning signal.
+    """
+
+    def __init__(self, pattern: str, weight: float = 1.0, name: str | None = None) -> None:
+        super().__init__(weight, name)
+        try:
+            self.regex = re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"RegexMatch: invalid pattern {pattern!r}: {err}") from None
+
+    def __call__(self, batch: RolloutBatch) -> Tensor:
+        return torch.tensor([float(self.regex.search(t) is not None) for t in batch.texts])
+
+
+class LengthBand(Reward):
+    """LAPO stage 1 (Discovery): reward correct answers inside the group's [P30, P70] band.
+
+    Args:
+        weight: alpha in the paper (0.7).
+        low_pct, high_pct: band percentiles over the group's correct lengths.
+        decay: tokens over which the reward falls linearly to 0 outside the band.
+    """
+
+    def __init__(self, weight: float = 0.7, low_pct: float = 30.0, high_pct: float = 70.0, decay: float = 100.0,
+                 name: str | None = None) -> None:
+        super().__init__(weight, name)
+        if not 0 <= low_pct <= high_pct <= 100:
+            raise ValueError(f"LengthBand: need 0 <= low_pct <= high_pct <= 100, got {low_pct}, {high_pct}")
+        if decay <= 0:
+            raise ValueError(f"LengthBand: decay must be > 0 tokens, got {decay}")
+        self.low_pct, self.high_pct, self.decay = low_pct, high_pct, decay
+
+    def __call__(self, batch: RolloutBatch) -> Tensor:
+        return band_length_reward(
+            batch.lengths, batch.correct, batch.group_index, self.low_pct, self.high_pct, self.decay,
+            num_groups=len(batch.problems),
+        )
+
+
+class BudgetGaussian(Reward):
+    """LAPO stage 2 (Internalization): reward correct answers whose length is near the budget.
+
+    A problem without a budget (unsolved in stage 1) is centred on its group's median
+    correct length, as the official code does.
+
+    Args:
+        weight: beta in the paper (0.8, as in the official code and appendix).
+        sigma: width in tokens (120 for ~4k-token models; scale with the generation cap).
+    """
+
+    def __init__(self, weight: float = 0.8, sigma: float = 120.0, name: str | None = None) -> None:
+        super().__init__(weight, name)
+        if sigma <= 0:
+            raise ValueError(f"BudgetGaussian: sigma must be > 0 tokens, got {sigma}")
+        self.sigma = sigma
+
+    def __call__(self, batch: RolloutBatch) -> Tensor:
+        lengths, correct = batch.lengths, batch.correct
+        targets = fill_missing_targets(
+            batch.budgets.to(lengths.device), lengths, correct, batch.group_index, num_groups=len(batch.problems)
+        )
+        return gaussian_length_reward(lengths, correct, targets, self.sigma)

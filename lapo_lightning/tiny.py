@@ -1,0 +1,105 @@
+"""Tiny random-init models and a character tokenizer, built by code, for offline runs.
+
+Nothing can be downloaded on CI or a fresh laptop, so the debug configs name a model as
+``tiny:<arch>`` (for example ``tiny:llama`` or ``tiny:qwen2-h64-l2``). :func:`resolve_model`
+builds it once into a cache folder with ``save_pretrained`` and returns that folder, so the
+model and tokenizer then load through exactly the ``from_pretrained`` path a hub id takes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+TINY_PREFIX = "tiny:"
+# Multi-character tokens for the pieces every completion repeats: fewer decode steps.
+SPECIAL_PIECES = ["<think>", "</think>", "\\boxed{", "<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_SPEC = re.compile(r"^(llama|qwen2)(?:-h(\d+))?(?:-l(\d+))?$")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LAPO_CACHE", Path.home() / ".cache" / "lapo_lightning")) / "tiny"
+
+
+def build_char_tokenizer():
+    """A byte-level tokenizer with one token per byte (no merges) plus a few whole pieces.
+
+    Byte-level BPE with an empty merge list is what Qwen2/Llama-3 style tokenizer classes
+    expect, so whichever class ``AutoTokenizer`` picks for the architecture, text round-trips.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="left", chat_template=CHAT_TEMPLATE)
+    fast.add_special_tokens({"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"})
+    fast.add_tokens([p for p in SPECIAL_PIECES if p not in ("<|endoftext|>", "<|pad|>")])
+    return fast
+
+
+def build_tiny_model(arch: str = "llama", hidden: int = 64, layers: int = 2, vocab_size: int = 272, seed: int = 0):
+    """A random-init causal LM of the given architecture (Llama or Qwen2)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+    config = config_cls(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    torch.manual_seed(seed)
+    return model_cls(config)
+
+
+def save_tiny(out_dir: str | Path, arch: str = "llama", hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """Build the tokenizer and model and save both to ``out_dir`` (a from_pretrained folder)."""
+    out_dir = Path(out_dir)
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(arch, hidden, layers, vocab_size=len(tokenizer), seed=seed)
+    for key in ("eos_token_id", "pad_token_id"):
+        setattr(model.config, key, getattr(tokenizer, key))
+        setattr(model.generation_config, key, getattr(tokenizer, key))
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def resolve_model(name: str, cache_dir: str | Path | None = None) -> str:
+    """Turn ``tiny:<arch>[-h<hidden>][-l<layers>]`` into a built folder; pass anything else through."""
+    if not name.startswith(TINY_PREFIX):
+        return name
+    spec = name[len(TINY_PREFIX):]
+    match = _SPEC.match(spec)
+    if match is None:
+        raise ValueError(f"model.policy.model: unknown tiny model {name!r}; expected e.g. 'tiny:llama' or 'tiny:qwen2-h64-l2'")
+    arch, hidden, layers = match.group(1), int(match.group(2) or 64), int(match.group(3) or 2)
+    folder = Path(cache_dir or default_cache_dir()) / f"{arch}-h{hidden}-l{layers}"
+    if not (folder / "config.json").exists():
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        save_tiny(tmp, arch, hidden, layers)
+        os.makedirs(folder.parent, exist_ok=True)
+        try:
+            os.replace(tmp, folder)  # atomic: concurrent builders never see half a folder
+        except OSError:  # another process won the race
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)

@@ -1,0 +1,169 @@
+"""Answer extraction and equivalence (lapo_lightning/verify.py).
+
+Covers: last balanced \\boxed{} (nested braces, \\fbox, truncated boxes), the "answer is"
+fallback, math-verify equivalences (fractions, decimals, intervals, tuples), wrong answers,
+garbage -> parsed False, the timeout on a pathological answer and calls from a worker thread.
+Run: HF_HUB_OFFLINE=1 python -m pytest tests/test_verify.py -q
+"""
+
+import threading
+import time
+
+import pytest
+import torch
+
+from lapo_lightning.verify import MathVerifier, VerifyResult, extract_answer, extract_boxed
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    return MathVerifier(timeout_s=2.0)
+
+
+def check(verifier, text, answer):
+    result = verifier([text], [answer])
+    return bool(result.correct[0]), bool(result.parsed[0])
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (r"so \boxed{\frac{1}{2}}.", r"\frac{1}{2}"),
+        (r"\boxed{\sqrt{\frac{a}{b^{2}}}}", r"\sqrt{\frac{a}{b^{2}}}"),
+        (r"first \boxed{1}, then \boxed{2}", "2"),  # the last box wins
+        (r"\fbox{7}", "7"),
+        (r"\boxed {(1, 2)}", "(1, 2)"),
+        (r"\boxed{\{1,2\}}", r"\{1,2\}"),  # escaped braces do not count
+        (r"\boxed{}", ""),
+        ("no box at all", None),
+        (r"\boxed{1} and then \boxed{\frac{1}{2", None),  # truncated final box: no answer
+    ],
+)
+def test_extract_boxed(text, expected):
+    assert extract_boxed(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<think>the answer is 4</think> The final answer is $3/4$.", "3/4"),
+        ("</think>Answer: 12", "12"),
+        ("The answer is 3.5.", "3.5"),
+        ("the answer is 5. Thanks for asking!", "5"),
+        (r"the answer is 5 but \boxed{6}", "6"),  # a box always beats the fallback
+        (r"the answer is 5 but \boxed{6", None),  # a broken box is a miss, not a fallback
+        (r"\boxed{ }", None),
+        ("I do not know.", None),
+        ("", None),
+    ],
+)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_fallback_can_be_switched_off():
+    assert extract_answer("The answer is 4", fallback=False) is None
+    assert check(MathVerifier(fallback=False), "The answer is 4", "4") == (False, False)
+
+
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        (r"\boxed{0.5}", r"\frac{1}{2}"),
+        (r"\boxed{\frac12}", "0.5"),
+        (r"\boxed{\dfrac{3}{4}}", "3/4"),
+        (r"\boxed{10.0}", "10"),
+        (r"\boxed{10}", "10.0"),
+        (r"\boxed{[1, 2)}", "[1,2)"),
+        (r"\boxed{(1, 2)}", "(1,2)"),
+        (r"\boxed{4i+8}", "8+4i"),
+        (r"\boxed{\frac{\sqrt2}{2}}", r"\sqrt{2}/2"),
+        (r"\boxed{x = 3}", "3"),
+        ("</think> The answer is -9.", "-9"),
+        (r"\boxed{3}", r"\boxed{3}"),  # a reference that is already boxed
+    ],
+)
+def test_equivalent_answers_are_correct(verifier, text, answer):
+    assert check(verifier, text, answer) == (True, True)
+
+
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        (r"\boxed{3}", "4"),
+        (r"\boxed{(1, 2)}", "[1,2]"),  # open vs closed interval
+        (r"\boxed{\frac{1}{3}}", "0.5"),
+        (r"\boxed{\pi}", "3.14"),
+    ],
+)
+def test_wrong_answers_parse_but_are_incorrect(verifier, text, answer):
+    assert check(verifier, text, answer) == (False, True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", "blah blah", r"\boxed{}", r"\boxed{unclosed", "}}}{{{", "\x00\ud800", "<think></think>"],
+)
+def test_garbage_is_a_miss_never_an_error(verifier, text):
+    assert check(verifier, text, "1") == (False, False)
+
+
+def test_batch_result_shapes_and_dtypes(verifier):
+    result = verifier([r"\boxed{2}", "nothing", r"\boxed{3}"], ["2", "2", "2"])
+    assert isinstance(result, VerifyResult)
+    assert result.correct.dtype == torch.bool and result.parsed.dtype == torch.bool
+    assert result.correct.tolist() == [True, False, False]
+    assert result.parsed.tolist() == [True, False, True]
+    empty = verifier([], [])
+    assert empty.correct.shape == (0,) and empty.parsed.shape == (0,)
+
+
+def test_mismatched_lengths_raise(verifier):
+    with pytest.raises(ValueError, match="differ in length"):
+        verifier(["a", "b"], ["a"])
+
+
+def test_unparseable_reference_only_matches_by_string(verifier):
+    assert check(verifier, r"\boxed{\text{(C) blue}}", r"\text{(C) blue}")[0]
+    assert not check(verifier, r"\boxed{(D)}", r"\text{(C) blue}")[0]
+
+
+def test_gold_answers_are_cached():
+    verifier = MathVerifier()
+    verifier([r"\boxed{0.75}"] * 3, ["3/4"] * 3)
+    assert list(verifier._gold_cache) == ["3/4"]
+
+
+def test_pathological_answer_times_out_as_a_miss():
+    # latex2sympy's parser is exponential in parenthesis depth: 40 levels take minutes.
+    deep = "(" * 40 + "1" + ")" * 40
+    verifier = MathVerifier(timeout_s=1.0)
+    start = time.monotonic()
+    result = verifier([r"\boxed{" + deep + "}", r"\boxed{2}"], ["2", "2"])
+    assert time.monotonic() - start < 10
+    assert result.correct.tolist() == [False, True]
+    assert result.parsed.tolist() == [False, True]
+
+
+def test_a_huge_completion_is_handled():
+    text = "word " * 200_000 + r"\boxed{42}"
+    assert check(MathVerifier(), text, "42") == (True, True)
+
+
+def test_worker_thread_does_not_raise():
+    # math-verify's own signal-based timeout raises ValueError off the main thread.
+    verifier = MathVerifier(timeout_s=1.0)
+    out, errors = {}, []
+
+    def work():
+        try:
+            out["result"] = verifier([r"\boxed{0.5}", r"\boxed{3}", "junk"], [r"\frac{1}{2}", "4", "1"])
+        except Exception as e:  # noqa: BLE001 - surfaced by the assert below
+            errors.append(e)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=60)
+    assert not errors
+    assert out["result"].correct.tolist() == [True, False, False]
+    assert out["result"].parsed.tolist() == [True, True, False]
