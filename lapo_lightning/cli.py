@@ -9,12 +9,29 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
+from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
 
 from lapo_lightning.callbacks.export import ExportAdapter
 from lapo_lightning.data import LapoDataModule
 from lapo_lightning.module import GRPOModule
+
+
+# Lightning warnings that are expected here and would only bury the ones that matter.
+_EXPECTED_WARNINGS = (
+    # Manual optimization checkpoints hold the post-update weights, which is what we want.
+    r"Using ModelCheckpoint with manual optimization",
+    # A data module without a validation set returns [] on purpose.
+    r"Total length of `list` across ranks is zero",
+    # LapoDataModule restores the position inside the epoch itself (lapo_lightning/order.py).
+    r"You're resuming from a checkpoint that ended before the epoch ended",
+)
+
+
+# Field docstrings of the config dataclasses become --help text.
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 
 class LapoCLI(LightningCLI):
@@ -30,6 +47,8 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
 
         raise SystemExit(table_main(argv[1:]))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for pattern in _EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
     return LapoCLI(
         GRPOModule,
         LapoDataModule,

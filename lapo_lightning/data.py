@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from lapo_lightning.order import EpochShuffle
 from lapo_lightning.types import ProblemBatch
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -250,6 +251,7 @@ class LapoDataModule(pl.LightningDataModule):
         self.seed, self.num_workers, self.dataset_name, self.split = seed, num_workers, dataset_name, split
         self._train: list[Problem] | None = None
         self._val: list[Problem] = []
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     def setup(self, stage: str | None = None) -> None:
         if self._train is not None:  # idempotent: Lightning may call setup once per stage
@@ -306,20 +308,36 @@ class LapoDataModule(pl.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader:
-        # The shuffle is reproducible from `seed` alone. Under DDP Lightning swaps in a
-        # DistributedSampler (seeded by seed_everything), which is why no sampler is set here.
-        return self._loader(self.train_problems, shuffle=True)
+        # Under DDP Lightning wraps this sampler in a distributed one; the order stays seeded.
+        sampler = EpochShuffle(len(self.train_problems), self.seed)
+        if self._resume is not None:
+            epoch, batches = self._resume
+            sampler.skip_once(epoch, batches * self.problems_per_step)
+            self._resume = None
+        return self._loader(self.train_problems, sampler)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_problems, shuffle=False) if self.val_problems else []  # [] = no validation
+        problems = self.val_problems
+        return self._loader(problems, EpochShuffle(len(problems), self.seed, shuffle=False)) if problems else []
 
-    def _loader(self, problems: list[Problem], shuffle: bool) -> DataLoader:
+    def _loader(self, problems: list[Problem], sampler: EpochShuffle) -> DataLoader:
         return DataLoader(
             ProblemDataset(problems),
             batch_size=self.problems_per_step,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            sampler=sampler,
             drop_last=False,
             collate_fn=collate_problems,
             num_workers=self.num_workers,
         )
+
+    # A mid-epoch checkpoint records how far into the epoch training got, so the resumed
+    # run skips exactly the batches it already trained on (see lapo_lightning/order.py).
+    def state_dict(self) -> dict:
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {"epoch": trainer.current_epoch, "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict:
+            self._resume = (state_dict["epoch"], state_dict["batches_done"])

@@ -29,7 +29,7 @@ from lapo_lightning.reference import AdapterDisabled, NoReference, Reference
 from lapo_lightning.rewards import Accuracy, Reward, score
 from lapo_lightning.rollout import GenerationConfig, HFGenerate, Sampler
 from lapo_lightning.types import ProblemBatch, RolloutBatch, StepSummary
-from lapo_lightning.verify import MathVerifier
+from lapo_lightning.verify import MathVerifier, Verifier
 
 
 class GRPOModule(pl.LightningModule):
@@ -45,28 +45,30 @@ class GRPOModule(pl.LightningModule):
         prompt: how a problem (and its budget) becomes prompt text; default the paper's plain template.
         sampler: rollout engine; default batched HF ``generate``.
         verifier: answer checker; default math-verify with a timeout.
+        seed: rollouts of optimizer step k on rank r are sampled with a seed derived from
+            (seed, k, r), so a resumed run samples exactly what an uninterrupted one would.
     """
 
     def __init__(
         self,
-        policy: PolicyConfig | None = None,
+        policy: PolicyConfig = PolicyConfig(),
         rewards: list[Reward] | None = None,
-        grpo: GRPOConfig | None = None,
-        generation: GenerationConfig | None = None,
-        optim: OptimConfig | None = None,
+        grpo: GRPOConfig = GRPOConfig(),
+        generation: GenerationConfig = GenerationConfig(),
+        optim: OptimConfig = OptimConfig(),
         reference: Reference | None = None,
         prompt: PromptTemplate | None = None,
         sampler: Sampler | None = None,
-        verifier: MathVerifier | None = None,
+        verifier: Verifier | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold only the trainable (LoRA) tensors
-        self.policy_config = policy or PolicyConfig()
+        # The dataclass defaults above are never mutated, so sharing them is safe.
+        self.policy_config = policy
         self.rewards = rewards if rewards is not None else [Accuracy()]
-        self.grpo = grpo or GRPOConfig()
-        self.generation = generation or GenerationConfig()
-        self.optim = optim or OptimConfig()
+        self.grpo, self.generation, self.optim = grpo, generation, optim
         if reference is None:
             reference = AdapterDisabled() if self.grpo.kl_coef > 0 else NoReference()
         if self.grpo.kl_coef > 0 and not reference.needs_forward:
@@ -75,6 +77,7 @@ class GRPOModule(pl.LightningModule):
         self.prompt = prompt or PlainPrompt()
         self.sampler = sampler or HFGenerate()
         self.verifier = verifier or MathVerifier()
+        self.seed = seed
         self.policy = None  # built in configure_model so configs instantiate without weights
         self.tokenizer = None
 
@@ -98,6 +101,7 @@ class GRPOModule(pl.LightningModule):
         self.policy, self.tokenizer = load_policy(self.policy_config, device=self.trainer.strategy.root_device
                                                   if self._trainer is not None else None)
         self.reference.setup(self.policy)
+        self.policy.train()  # from_pretrained returns eval mode; sampling switches to eval itself
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -138,6 +142,7 @@ class GRPOModule(pl.LightningModule):
             correct=rollouts.correct.cpu(),
             truncated=rollouts.truncated.cpu(),
             budgets=rollouts.budgets,
+            targets=rollouts.targets,
             rewards={name: value.detach().cpu() for name, value in rewards.items()},
             texts=rollouts.texts,
         )
@@ -147,7 +152,10 @@ class GRPOModule(pl.LightningModule):
     @torch.no_grad()
     def sample(self, batch: ProblemBatch, group_size: int, gen: GenerationConfig) -> RolloutBatch:
         prompts = [self.prompt.render(p, b, self.tokenizer) for p, b in zip(batch.problems, batch.budgets)]
-        return self.sampler.sample(self.policy, self.tokenizer, prompts, batch, group_size, gen)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # leave the global RNG stream untouched
+            torch.manual_seed(self.seed + 1_000_003 * self.global_step + 10_007 * self.global_rank)
+            return self.sampler.sample(self.policy, self.tokenizer, prompts, batch, group_size, gen)
 
     def verify(self, rollouts: RolloutBatch) -> RolloutBatch:
         answers = [rollouts.problems.answers[i] for i in rollouts.group_index.tolist()]
@@ -228,7 +236,7 @@ class GRPOModule(pl.LightningModule):
     def validation_step(self, batch: ProblemBatch, batch_idx: int) -> None:
         """Greedy answer per problem: held-out accuracy and length without any budget."""
         greedy = replace(self.generation, temperature=0.0)
-        plain = replace(batch, budgets=[None] * len(batch))
+        plain = replace(batch, budgets=[None] * len(batch), targets=[None] * len(batch))
         rollouts = self.verify(self.sample(plain, 1, greedy))
         n = len(rollouts)
         self.log("val/accuracy", rollouts.correct.float().mean(), batch_size=n, sync_dist=True, prog_bar=True)

@@ -126,8 +126,9 @@ class LengthBand(Reward):
 class BudgetGaussian(Reward):
     """LAPO stage 2 (Internalization): reward correct answers whose length is near the budget.
 
-    A problem without a budget (unsolved in stage 1) is centred on its group's median
-    correct length, as the official code does.
+    Aims at each problem's length *target* (``ProblemBatch.targets``, set by the stage-2
+    budget callback). A problem without one (unsolved in stage 1) is centred on its group's
+    median correct length, as the official code does.
 
     Args:
         weight: beta in the paper (0.8, as in the official code and appendix).
@@ -143,6 +144,6 @@ class BudgetGaussian(Reward):
     def __call__(self, batch: RolloutBatch) -> Tensor:
         lengths, correct = batch.lengths, batch.correct
         targets = fill_missing_targets(
-            batch.budgets.to(lengths.device), lengths, correct, batch.group_index, num_groups=len(batch.problems)
+            batch.targets.to(lengths.device), lengths, correct, batch.group_index, num_groups=len(batch.problems)
         )
         return gaussian_length_reward(lengths, correct, targets, self.sigma)

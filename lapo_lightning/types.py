@@ -35,11 +35,17 @@ class ProblemBatch:
     answers: list[str]  # [B] reference final answers
     # [B] token budget to state in the prompt (stage 2); None = no budget sentence.
     budgets: list[int | None] = field(default_factory=list)
+    # [B] length the rewards aim at (stage 2); None = no target, so length rewards fall
+    # back to the group's median correct length. Differs from ``budgets`` for problems
+    # unsolved in stage 1: their prompt states a fallback budget but they have no target.
+    targets: list[float | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.budgets:
             self.budgets = [None] * len(self.problem_ids)
-        sizes = {len(self.problem_ids), len(self.problems), len(self.answers), len(self.budgets)}
+        if not self.targets:
+            self.targets = [None] * len(self.problem_ids)
+        sizes = {len(self.problem_ids), len(self.problems), len(self.answers), len(self.budgets), len(self.targets)}
         if len(sizes) != 1:
             raise ValueError(f"ProblemBatch fields have different lengths: {sorted(sizes)}")
 
@@ -76,12 +82,13 @@ class RolloutBatch:
 
     @property
     def budgets(self) -> Tensor:
-        """[N] float: each rollout's stated budget, NaN where none was given."""
-        per_problem = torch.tensor(
-            [float("nan") if b is None else float(b) for b in self.problems.budgets],
-            dtype=torch.float32,
-        )
-        return per_problem[self.group_index.cpu()]
+        """[N] float on CPU: each rollout's stated budget, NaN where none was given."""
+        return _per_rollout(self.problems.budgets, self.group_index)
+
+    @property
+    def targets(self) -> Tensor:
+        """[N] float on CPU: each rollout's length target, NaN where there is none."""
+        return _per_rollout(self.problems.targets, self.group_index)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -98,5 +105,11 @@ class StepSummary:
     correct: Tensor  # [N] bool
     truncated: Tensor  # [N] bool
     budgets: Tensor  # [N] float, NaN where no budget was stated
+    targets: Tensor  # [N] float, NaN where the problem had no length target
     rewards: dict[str, Tensor]  # name -> [N] float (unweighted), plus "total" (weighted sum)
     texts: list[str] = field(default_factory=list)  # [N]
+
+
+def _per_rollout(values: list[float | None], group_index: Tensor) -> Tensor:
+    per_problem = torch.tensor([float("nan") if v is None else float(v) for v in values], dtype=torch.float32)
+    return per_problem[group_index.cpu()]

@@ -180,7 +180,25 @@ def test_batches_are_problem_batches_of_the_right_size(tmp_path):
     assert sorted(pid for b in batches for pid in b.problem_ids) == sorted(dm.problem_ids)
     b = batches[0]
     assert all(b.answers[i] == str(2 * int(pid[1:])) for i, pid in enumerate(b.problem_ids))
-    assert isinstance(dm.train_dataloader().sampler, torch.utils.data.RandomSampler)  # Lightning can replace it
+
+
+def test_order_is_seeded_per_epoch_and_resumes_mid_epoch(tmp_path):
+    """The order of epoch e depends on (seed, e) only; a restored position skips done batches."""
+    dm = LapoDataModule(write_jsonl(tmp_path / "p.jsonl", numbered_rows(10)), problems_per_step=4, seed=3)
+
+    def epoch_ids(loader, epoch: int) -> list[str]:
+        loader.sampler.set_epoch(epoch)  # what Lightning does at each epoch start
+        return [pid for b in loader for pid in b.problem_ids]
+
+    loader = dm.train_dataloader()
+    first, second = epoch_ids(loader, 0), epoch_ids(loader, 1)
+    assert first != second and sorted(first) == sorted(second)
+    assert epoch_ids(dm.train_dataloader(), 1) == second  # a fresh process agrees
+
+    dm.load_state_dict({"epoch": 1, "batches_done": 1})  # as saved in a mid-epoch checkpoint
+    resumed = dm.train_dataloader()
+    assert epoch_ids(resumed, 1) == second[4:]  # the first batch is not trained on twice
+    assert epoch_ids(resumed, 1) == second  # the skip applies once
 
 
 def test_seeded_order_is_reproducible(tmp_path):

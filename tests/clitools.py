@@ -1,0 +1,31 @@
+"""Helpers for tests that run the real ``lapo`` entry point on the shipped configs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lapo_lightning.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config_in(tmp_path: Path, name: str, **replace: str) -> Path:
+    """Copy ``configs/<name>`` into tmp_path with every ``runs/...`` output redirected there.
+
+    ``replace`` maps extra literal snippets to their substitutes (e.g. a changed value).
+    """
+    text = (ROOT / "configs" / name).read_text()
+    text = re.sub(r"\bruns\b", str(tmp_path / "runs"), text)
+    for old, new in replace.items():
+        assert old in text, f"{old!r} not in {name}"
+        text = text.replace(old, new)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    out = tmp_path / Path(name).name
+    out.write_text(text)
+    return out
+
+
+def fit(config: Path, *extra: str):
+    """``lapo fit --config <config> [extra...]``; returns the LightningCLI object."""
+    return main(["fit", "--config", str(config), *extra])

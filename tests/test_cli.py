@@ -1,0 +1,110 @@
+"""End-to-end runs of ``lapo fit`` on the debug configs, resume, and start-up errors.
+
+Run: pytest tests/test_cli.py -q   (about a minute: a few short CPU fits)
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clitools import ROOT, config_in, fit
+from lapo_lightning.length_table import LengthTable
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def in_repo(monkeypatch):
+    monkeypatch.chdir(ROOT)  # configs name data/... relative to the checkout
+
+
+def test_debug_fit_trains_lora_logs_metrics_and_exports(tmp_path):
+    cli = fit(config_in(tmp_path, "debug/grpo.yaml"))
+    log_dir = cli.trainer.log_dir
+    assert cli.trainer.global_step == 4
+
+    adapter = load_file(f"{log_dir}/adapter/adapter_model.safetensors")
+    lora_b = [t for name, t in adapter.items() if "lora_B" in name]
+    assert lora_b and any(t.abs().sum() > 0 for t in lora_b), "LoRA B starts at 0: training must move it"
+
+    with open(f"{log_dir}/metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    columns = set(rows[0])
+    for key in ("reward/total", "reward/accuracy", "reward/has_digit", "accuracy", "length/mean",
+                "length/truncation_rate", "adv/frac_zero_std", "loss/kl", "loss/policy", "train/clip_frac",
+                "perf/gen_tokens_per_s", "perf/train_tokens_per_s", "perf/step_time_s", "val/accuracy"):
+        assert key in columns, key
+    kl = [float(r["loss/kl"]) for r in rows if r.get("loss/kl")]
+    assert kl[0] == 0.0 and max(kl) > 0, "policy starts at the reference and drifts from it"
+    assert (tmp_path / "runs/debug_grpo/version_0/samples.jsonl").exists() or any(
+        p.name == "samples.jsonl" for p in (tmp_path / "runs").rglob("*"))
+
+
+def test_checkpoint_holds_only_trainable_tensors(tmp_path):
+    cli = fit(config_in(tmp_path, "debug/stage1.yaml"), "--trainer.max_steps", "3")
+    ckpt = torch.load(tmp_path / "runs/debug_stage1/checkpoints/epoch=0-step=3.ckpt", weights_only=False)
+    names = list(ckpt["state_dict"])
+    assert names and all("lora_" in n for n in names)
+    assert any("LengthStatsCollector" in key for key in ckpt["callbacks"])
+    assert cli.trainer.global_step == 3
+
+
+def test_stage1_resume_gives_the_same_table_as_an_uninterrupted_run(tmp_path):
+    full_dir, part_dir = tmp_path / "full", tmp_path / "part"
+    fit(config_in(full_dir, "debug/stage1.yaml"))
+    uninterrupted = LengthTable.load(full_dir / "runs/debug_stage1/length_table.json")
+
+    fit(config_in(part_dir, "debug/stage1.yaml"), "--trainer.max_steps", "3")
+    ckpt = part_dir / "runs/debug_stage1/checkpoints/epoch=0-step=3.ckpt"
+    fit(config_in(part_dir, "debug/stage1.yaml"), "--ckpt_path", str(ckpt))
+    resumed = LengthTable.load(part_dir / "runs/debug_stage1/length_table.json")
+
+    assert uninterrupted.entries == resumed.entries
+    assert len(resumed.entries) == 24  # every training problem was sampled once
+    assert resumed.metadata["step"] == uninterrupted.metadata["step"] == 6
+
+
+def test_cli_shim_and_help(tmp_path):
+    out = subprocess.run([sys.executable, "cli.py", "fit", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "--model.grpo.group_size" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "replace", "key"),
+    [
+        ([], {"group_size: 4": "group_size: 1"}, "model.grpo.group_size"),
+        ([], {"max_new_tokens: 24": "max_new_tokens: 0"}, "model.generation.max_new_tokens"),
+        ([], {"micro_batch_size: 8": "micro_batch_size: 5"}, "model.grpo.micro_batch_size"),
+        ([], {"class_path: Accuracy": "class_path: NoSuchReward"}, "NoSuchReward"),
+        ([], {"train_file: data/math_train.jsonl": "train_file: data/nope.jsonl"}, "data.train_file"),
+        (["--data.fields.answer", "solution_text"], {}, "solution_text"),
+    ],
+    ids=["group_size", "max_new_tokens", "indivisible", "unknown_plugin", "missing_file", "missing_field"],
+)
+def test_bad_input_fails_at_start_up_naming_the_key(tmp_path, capsys, monkeypatch, args, replace, key):
+    import lapo_lightning.policy as policy
+
+    def no_weights(*a, **k):
+        raise AssertionError("weights must not load before the config is validated")
+
+    monkeypatch.setattr(policy, "load_base_model", no_weights)
+    config = config_in(tmp_path, "debug/grpo.yaml", **replace)
+    with pytest.raises((SystemExit, ValueError, FileNotFoundError)) as err:
+        fit(config, *args)
+    message = str(err.value) + capsys.readouterr().err
+    assert key in message, message[-2000:]
+
+
+def test_empty_dataset_fails_naming_the_file(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    config = config_in(tmp_path, "debug/grpo.yaml", **{"train_file: data/math_train.jsonl": f"train_file: {empty}"})
+    with pytest.raises((SystemExit, ValueError)) as err:
+        fit(config)
+    assert "empty.jsonl" in str(err.value) + capsys.readouterr().err

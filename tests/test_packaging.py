@@ -1,0 +1,50 @@
+"""Packaging: the conda environment lists the same dependencies as pyproject.toml, the
+``lapo`` script points at the CLI, and nothing shipped refers to the team's shared folder.
+
+Run: pytest tests/test_packaging.py -q
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def requirement_names(lines: list[str]) -> dict[str, str]:
+    out = {}
+    for line in lines:
+        match = re.match(r"^\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*(.*)$", line)
+        if match:
+            out[match.group(1).lower().replace("_", "-")] = (match.group(2) or "") + match.group(3).strip()
+    return out
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = requirement_names(project["dependencies"] + project["optional-dependencies"]["dev"])
+    env_lines = (ROOT / "environment.yml").read_text().splitlines()
+    start = next(i for i, line in enumerate(env_lines) if line.strip() == "- pip:")
+    pip_lines = [line.strip()[2:] for line in env_lines[start + 1:] if line.strip().startswith("- ")]
+    listed = requirement_names([line for line in pip_lines if not line.startswith("-e")])
+    assert listed == wanted
+
+
+def test_console_script_is_the_cli_main():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["lapo"] == "lapo_lightning.cli:main"
+
+
+def test_nothing_tracked_refers_to_the_shared_folder():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    offenders = []
+    for name in tracked:
+        path = ROOT / name
+        if path.suffix in {".py", ".yaml", ".yml", ".toml", ".md", ".cfg", ""} and path.is_file():
+            text = path.read_text(errors="ignore")
+            if "../shared" in text or "/work/shared" in text:
+                offenders.append(name)
+    assert offenders == [], offenders
