@@ -13,13 +13,13 @@ from lapo_lightning.prompts import ChatPrompt, PlainPrompt, PromptTemplate
 from lapo_lightning.reference import AdapterDisabled, FrozenAdapter, NoReference, Reference
 from lapo_lightning.rewards import Accuracy, BudgetGaussian, LengthBand, RegexMatch, Reward, ThinkFormat
 from lapo_lightning.rollout import GenerationConfig, HFGenerate, Sampler
-from lapo_lightning.verify import MathVerifier
+from lapo_lightning.verify import ContainsAnswer, MathVerifier, Verifier
 
 __all__ = [
-    "Accuracy", "AdapterDisabled", "BudgetGaussian", "ChatPrompt", "ExportAdapter", "FrozenAdapter",
+    "Accuracy", "AdapterDisabled", "BudgetGaussian", "ChatPrompt", "ContainsAnswer", "ExportAdapter", "FrozenAdapter",
     "GRPOConfig", "GRPOModule", "GenerationConfig", "HFGenerate", "LapoDataModule", "LengthBand", "LengthStatsCollector",
     "LoraSettings", "MathVerifier", "NoReference", "OptimConfig", "PlainPrompt", "PolicyConfig",
     "PromptTemplate", "Reference", "RegexMatch", "Reward", "SampleLogger", "Sampler", "ThinkFormat",
-    "TrainingHealthMonitor",
+    "TrainingHealthMonitor", "Verifier",
 ]
 __version__ = "0.1.0"
