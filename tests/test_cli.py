@@ -108,3 +108,29 @@ def test_empty_dataset_fails_naming_the_file(tmp_path, capsys):
     with pytest.raises((SystemExit, ValueError)) as err:
         fit(config)
     assert "empty.jsonl" in str(err.value) + capsys.readouterr().err
+
+
+def test_unwritable_length_table_path_fails_before_training(tmp_path, monkeypatch):
+    import lapo_lightning.policy as policy
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(policy, "load_base_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
+    config = config_in(tmp_path, "debug/stage1.yaml", **{
+        f"path: {tmp_path}/runs/debug_stage1/length_table.json": f"path: {blocker}/table.json"})
+    with pytest.raises(Exception, match="a_file"):
+        fit(config)
+
+
+def test_lapo_table_prints_a_summary(tmp_path, capsys):
+    from lapo_lightning.cli import main
+    from lapo_lightning.length_table import LengthEntry, LengthTable
+
+    path = tmp_path / "t.json"
+    LengthTable({"a": LengthEntry(10.0, 8.0, 12.0, 3, 5, True), "b": LengthEntry(None, None, None, 0, 5, False)},
+                {"model": "m"}).save(path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["table", str(path)])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "2 problems" in out and "1 solved" in out

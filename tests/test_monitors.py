@@ -1,0 +1,68 @@
+"""Training monitors driven with synthetic step summaries: the silent-failure warning and
+the sample table. Run: pytest tests/test_monitors.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lapo_lightning.callbacks.monitors import SampleLogger, TrainingHealthMonitor
+from lapo_lightning.types import StepSummary
+
+
+def summary(step: int, truncated: bool, rewards: list[float]) -> StepSummary:
+    n = len(rewards)
+    return StepSummary(
+        step=step, problem_ids=["p0", "p1"], group_index=torch.tensor([0, 0, 1, 1][:n]),
+        lengths=torch.full((n,), 7), correct=torch.zeros(n, dtype=torch.bool),
+        truncated=torch.full((n,), truncated), budgets=torch.full((n,), float("nan")),
+        targets=torch.full((n,), float("nan")), rewards={"total": torch.tensor(rewards)},
+        texts=[f"text {i}" for i in range(n)],
+    )
+
+
+def run(monitor, summaries, trainer=None):
+    trainer = trainer or SimpleNamespace(is_global_zero=True, log_dir=None)
+    for s in summaries:
+        monitor.on_train_batch_end(trainer, None, {"summary": s}, None, 0)
+
+
+def test_health_monitor_warns_once_when_every_rollout_is_truncated():
+    monitor = TrainingHealthMonitor(threshold=0.95, patience=3)
+    with pytest.warns(UserWarning, match="truncation share"):
+        run(monitor, [summary(i, True, [0.0, 1.0, 0.0, 1.0]) for i in range(5)])
+    assert len(monitor.warnings) == 1 and "max_new_tokens" in monitor.warnings[0]
+
+
+def test_health_monitor_warns_on_zero_reward_spread_and_not_on_healthy_steps():
+    monitor = TrainingHealthMonitor(threshold=0.95, patience=3)
+    run(monitor, [summary(i, False, [0.0, 1.0, 0.0, 1.0]) for i in range(4)])
+    assert monitor.warnings == []
+    with pytest.warns(UserWarning, match="zero_spread"):
+        run(monitor, [summary(i, False, [1.0, 1.0, 0.0, 0.0]) for i in range(3)])
+    assert len(monitor.warnings) == 1
+
+
+def test_health_monitor_state_survives_a_resume():
+    monitor = TrainingHealthMonitor(threshold=0.95, patience=3)
+    run(monitor, [summary(i, True, [0.0, 1.0, 0.0, 1.0]) for i in range(2)])
+    restored = TrainingHealthMonitor(threshold=0.95, patience=3)
+    restored.load_state_dict(monitor.state_dict())
+    with pytest.warns(UserWarning, match="truncation share"):
+        run(restored, [summary(2, True, [0.0, 1.0, 0.0, 1.0])])  # third bad step in a row
+
+
+def test_sample_logger_prints_and_appends_jsonl(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    logger = SampleLogger(every_n_steps=2, rows=2)
+    trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path))
+    run(logger, [summary(i, False, [0.0, 1.0, 0.5, 0.25]) for i in range(3)], trainer)  # logs at batches 1 and 3
+    records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 0, 2, 2]
+    assert "samples at step 2:" in caplog.text and "text 1" in caplog.text
+    assert records[1] == {"step": 0, "problem_id": "p0", "length": 7, "correct": False, "reward": 1.0, "text": "text 1"}
