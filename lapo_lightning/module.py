@@ -23,11 +23,12 @@ from torch import Tensor
 
 from lapo_lightning.algo import group_advantages, grpo_loss, token_logprobs, zero_spread_groups
 from lapo_lightning.config import GRPOConfig, OptimConfig
+from lapo_lightning.fast_rollout import CompactDecode
 from lapo_lightning.policy import PolicyConfig, load_policy
 from lapo_lightning.prompts import PlainPrompt, PromptTemplate
 from lapo_lightning.reference import AdapterDisabled, NoReference, Reference
 from lapo_lightning.rewards import Accuracy, Reward, score
-from lapo_lightning.rollout import GenerationConfig, HFGenerate, Sampler
+from lapo_lightning.rollout import GenerationConfig, Sampler
 from lapo_lightning.types import ProblemBatch, RolloutBatch, StepSummary
 from lapo_lightning.verify import MathVerifier, Verifier
 
@@ -43,7 +44,8 @@ class GRPOModule(pl.LightningModule):
         optim: AdamW + warmup/cosine schedule.
         reference: KL reference; default ``AdapterDisabled`` (``NoReference`` when kl_coef is 0).
         prompt: how a problem (and its budget) becomes prompt text; default the paper's plain template.
-        sampler: rollout engine; default batched HF ``generate``.
+        sampler: rollout engine; default ``CompactDecode`` (drops finished rows), or
+            ``HFGenerate`` (plain batched ``generate``, the simple reference path).
         verifier: answer checker; default math-verify with a timeout.
         seed: rollouts of optimizer step k on rank r are sampled with a seed derived from
             (seed, k, r), so a resumed run samples exactly what an uninterrupted one would.
@@ -75,7 +77,7 @@ class GRPOModule(pl.LightningModule):
             raise ValueError("model.grpo.kl_coef > 0 needs a reference model, but model.reference is NoReference")
         self.reference = reference
         self.prompt = prompt or PlainPrompt()
-        self.sampler = sampler or HFGenerate()
+        self.sampler = sampler or CompactDecode()
         self.verifier = verifier or MathVerifier()
         self.seed = seed
         self.policy = None  # built in configure_model so configs instantiate without weights
@@ -176,7 +178,7 @@ class GRPOModule(pl.LightningModule):
         # With one pass the old log-probs equal the current ones: grpo_loss detaches instead.
         sums = {"loss/policy": 0.0, "loss/kl": 0.0, "train/clip_frac": 0.0, "loss/total": 0.0}
         for _ in range(self.grpo.num_iterations):
-            for idx in self.micro_batches(len(rollouts)):
+            for idx in self.micro_batches(rollouts):
                 logprobs = self.completion_logprobs(rollouts, idx)  # [n, T]
                 terms = grpo_loss(
                     logprobs,
@@ -201,31 +203,46 @@ class GRPOModule(pl.LightningModule):
             sched.step()
         return sums
 
-    def micro_batches(self, n: int) -> list[Tensor]:
+    def micro_batches(self, rollouts: RolloutBatch) -> list[Tensor]:
+        """Index tensors of ``micro_batch_size`` rollouts, bucketed by length.
+
+        Rollouts are sorted by real (unpadded) length before splitting, and each
+        micro-batch is trimmed to its own longest row in ``completion_logprobs``, so the
+        training forward spends almost nothing on padding. The loss is unchanged: the
+        aggregation divides by full-batch totals, whatever the grouping.
+        """
+        real = rollouts.prompt_mask.sum(1) + rollouts.completion_mask.sum(1)  # [N]
+        order = torch.sort(real, stable=True).indices
         size = self.grpo.micro_batch_size
-        return [torch.arange(i, min(i + size, n), device=self.device) for i in range(0, n, size)]
+        return [order[i : i + size] for i in range(0, len(order), size)]
 
     def completion_logprobs(self, rollouts: RolloutBatch, idx: Tensor) -> Tensor:
-        """[n, T] log-probs of the sampled completion tokens under the current weights."""
-        prompt_ids, completion_ids = rollouts.prompt_ids[idx], rollouts.completion_ids[idx]
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [n, P+T]
-        attention_mask = torch.cat([rollouts.prompt_mask[idx], rollouts.completion_mask[idx]], dim=1).long()
+        """[n, T] log-probs of the sampled completion tokens under the current weights (0 on padding)."""
+        prompt_len = int(rollouts.prompt_mask[idx].sum(1).max())  # left padding beyond it is dropped
+        width = max(int(rollouts.completion_mask[idx].sum(1).max()), 1)  # right padding beyond it too
+        completion_ids = rollouts.completion_ids[idx, :width]
+        input_ids = torch.cat([rollouts.prompt_ids[idx, -prompt_len:], completion_ids], dim=1)  # [n, p+t]
+        attention_mask = torch.cat(
+            [rollouts.prompt_mask[idx, -prompt_len:], rollouts.completion_mask[idx, :width]], dim=1).long()
         # Positions as generate() assigned them: left padding must not shift the prompt.
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        width = completion_ids.shape[1]
-        # Only the logits that predict completion tokens: position P-1 predicts token P, ...
+        # Only the logits that predict completion tokens: position p-1 predicts token p, ...
         logits = self.policy(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             logits_to_keep=width + 1, use_cache=False,
-        ).logits[:, :-1]  # [n, T, V]
+        ).logits[:, :-1]  # [n, t, V]
         temperature = self.generation.temperature if self.generation.temperature > 0 else 1.0
-        return token_logprobs(logits, completion_ids, temperature=temperature)
+        logprobs = token_logprobs(logits, completion_ids, temperature=temperature)  # [n, t]
+        return torch.nn.functional.pad(logprobs, (0, rollouts.completion_ids.shape[1] - width))  # [n, T]
 
     @torch.no_grad()
     def logprobs_no_grad(self, rollouts: RolloutBatch, reference: bool = False) -> Tensor:
         """[N, T] log-probs under the policy (or, with ``reference``, the reference weights)."""
         def run() -> Tensor:
-            return torch.cat([self.completion_logprobs(rollouts, idx) for idx in self.micro_batches(len(rollouts))])
+            out = torch.zeros(rollouts.completion_ids.shape, device=self.device)  # [N, T]
+            for idx in self.micro_batches(rollouts):
+                out[idx] = self.completion_logprobs(rollouts, idx)
+            return out
 
         if not reference:
             return run()

@@ -63,10 +63,7 @@ class HFGenerate(Sampler):
     @torch.no_grad()
     def sample(self, model, tokenizer, prompts, problems, group_size, gen) -> RolloutBatch:
         device = next(model.parameters()).device
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        prompt_ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
-        prompt_mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
-        group_index = torch.arange(len(prompts), device=device).repeat_interleave(group_size)  # [N]
+        prompt_ids, prompt_mask, group_index = encode_prompts(tokenizer, prompts, group_size, device)
 
         chunk = gen.max_rollouts_per_call or len(prompt_ids)
         was_training = model.training
@@ -82,26 +79,7 @@ class HFGenerate(Sampler):
         completion_ids = torch.cat(
             [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=tokenizer.pad_token_id) for p in pieces]
         )  # [N, T]
-        completion_mask = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
-        texts = [
-            tokenizer.decode(ids[mask], skip_special_tokens=True)
-            for ids, mask in zip(completion_ids.cpu(), completion_mask.cpu())
-        ]
-        ended_by_stop = torch.tensor(
-            [any(t.rstrip().endswith(s) for s in gen.stop_strings) for t in texts], dtype=torch.bool
-        )
-        has_eos = (completion_ids == tokenizer.eos_token_id).any(dim=1).cpu()
-        truncated = (completion_mask.sum(1).cpu() >= gen.max_new_tokens) & ~has_eos & ~ended_by_stop
-        return RolloutBatch(
-            problems=problems,
-            group_index=group_index,
-            prompt_ids=prompt_ids,
-            prompt_mask=prompt_mask.bool(),
-            completion_ids=completion_ids,
-            completion_mask=completion_mask,
-            texts=texts,
-            truncated=truncated,
-        )
+        return assemble_rollouts(tokenizer, problems, group_index, prompt_ids, prompt_mask, completion_ids, gen)
 
     @staticmethod
     def _generate(model, tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, gen: GenerationConfig) -> Tensor:
@@ -120,6 +98,41 @@ class HFGenerate(Sampler):
             **kwargs,
         )
         return out[:, prompt_ids.shape[1] :]  # [n, T_chunk]
+
+
+def encode_prompts(tokenizer, prompts: list[str], group_size: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """Left-padded prompt ids and mask, each prompt repeated G times, and the group index."""
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    prompt_ids = enc["input_ids"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
+    prompt_mask = enc["attention_mask"].repeat_interleave(group_size, dim=0).to(device)  # [N, P]
+    group_index = torch.arange(len(prompts), device=device).repeat_interleave(group_size)  # [N]
+    return prompt_ids, prompt_mask, group_index
+
+
+def assemble_rollouts(tokenizer, problems: ProblemBatch, group_index: Tensor, prompt_ids: Tensor,
+                      prompt_mask: Tensor, completion_ids: Tensor, gen: GenerationConfig,
+                      old_logprobs: Tensor | None = None) -> RolloutBatch:
+    """Masks, decoded texts and truncation flags for sampled completion ids ([N, T])."""
+    completion_mask = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    texts = [
+        tokenizer.decode(ids[mask], skip_special_tokens=True)
+        for ids, mask in zip(completion_ids.cpu(), completion_mask.cpu())
+    ]
+    ended_by_stop = torch.tensor([any(t.rstrip().endswith(s) for s in gen.stop_strings) for t in texts],
+                                 dtype=torch.bool)
+    has_eos = (completion_ids == tokenizer.eos_token_id).any(dim=1).cpu()
+    truncated = (completion_mask.sum(1).cpu() >= gen.max_new_tokens) & ~has_eos & ~ended_by_stop
+    return RolloutBatch(
+        problems=problems,
+        group_index=group_index,
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask.bool(),
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        texts=texts,
+        truncated=truncated,
+        old_logprobs=old_logprobs,
+    )
 
 
 def completion_mask_from_ids(completion_ids: Tensor, eos_id: int, pad_id: int) -> Tensor:

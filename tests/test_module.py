@@ -33,11 +33,15 @@ def pass_counter(monkeypatch):
     return calls
 
 
-def test_inner_epochs_make_optimizer_steps_and_one_old_logprob_pass(tmp_path, pass_counter):
-    cli = fit(config_in(tmp_path, "debug/grpo.yaml"), "--model.grpo.num_iterations", "2",
+@pytest.mark.parametrize(("sampler", "policy_passes"), [("HFGenerate", 2), ("CompactDecode", 0)])
+def test_inner_epochs_make_optimizer_steps_and_old_logprobs_are_not_recomputed(tmp_path, pass_counter, sampler,
+                                                                                 policy_passes):
+    cli = fit(config_in(tmp_path, "debug/grpo.yaml"), "--model.grpo.num_iterations", "2", "--model.sampler", sampler,
               "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0")
     assert cli.trainer.global_step == 4  # 2 batches x 2 optimizer steps
-    assert pass_counter == {"reference": 2, "policy": 2}  # one of each per batch
+    # One reference pass per batch; an old-log-prob pass only when the sampler did not
+    # return the sampled tokens' log-probs (CompactDecode does).
+    assert pass_counter == {"reference": 2, "policy": policy_passes}
 
 
 @pytest.mark.parametrize("aggregation", ["sequence_mean", "constant"])

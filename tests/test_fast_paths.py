@@ -1,0 +1,116 @@
+"""The fast paths against the simple ones: compacting decode vs HF generate, and bucketed
+micro-batches vs the fully padded training forward.
+
+Run: pytest tests/test_fast_paths.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lapo_lightning.algo import grpo_loss, token_logprobs
+from lapo_lightning.fast_rollout import CompactDecode
+from lapo_lightning.module import GRPOModule
+from lapo_lightning.policy import PolicyConfig, load_policy
+from lapo_lightning.rollout import GenerationConfig, HFGenerate
+from lapo_lightning.types import ProblemBatch
+
+def problems() -> ProblemBatch:
+    return ProblemBatch([f"p{i}" for i in range(len(PROMPTS))], PROMPTS, ["2"] * len(PROMPTS))
+
+
+PROMPTS = ["What is 1+1?", "Add 12 and 30, then think.", "x", "A longer problem with more words in it."]
+
+
+def early_stopping_policy(arch: str):
+    """A tiny model whose greedy completions end at different steps.
+
+    A random model rarely emits EOS; copy into the EOS row of the output head (scaled up)
+    the row of a token that greedy decoding emits a few steps into the first completion:
+    EOS then wins wherever that token would, which happens at different steps per prompt.
+    """
+    model, tokenizer = load_policy(PolicyConfig(model=f"tiny:{arch}"))
+    first = HFGenerate().sample(model, tokenizer, PROMPTS, problems(), 1, GenerationConfig(max_new_tokens=8, temperature=0))
+    trigger = int(first.completion_ids[0, 3])
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        head[tokenizer.eos_token_id] = head[trigger] * 1.5
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def policy(request):
+    return early_stopping_policy(request.param)
+
+
+def test_greedy_tokens_identical_to_hf_generate(policy):
+    model, tokenizer = policy
+    gen = GenerationConfig(max_new_tokens=40, temperature=0)
+    simple = HFGenerate().sample(model, tokenizer, PROMPTS, problems(), 2, gen)
+    fast = CompactDecode().sample(model, tokenizer, PROMPTS, problems(), 2, gen)
+    assert simple.lengths.unique().numel() >= 2, "the test needs rows that stop at different steps"
+    assert torch.equal(fast.completion_ids, simple.completion_ids)
+    assert torch.equal(fast.completion_mask, simple.completion_mask)
+    assert fast.texts == simple.texts and torch.equal(fast.truncated, simple.truncated)
+
+
+def test_sampled_logprobs_equal_the_training_forward(policy):
+    model, tokenizer = policy
+    gen = GenerationConfig(max_new_tokens=30, temperature=0.7)
+    torch.manual_seed(0)
+    rollouts = CompactDecode().sample(model, tokenizer, PROMPTS, problems(), 3, gen)
+    module = GRPOModule(generation=gen, grpo=__import__("lapo_lightning").GRPOConfig(group_size=3, micro_batch_size=4))
+    module.policy, module.tokenizer = model, tokenizer
+    recomputed = module.logprobs_no_grad(rollouts)
+    mask = rollouts.completion_mask
+    torch.testing.assert_close(rollouts.old_logprobs[mask], recomputed[mask], rtol=1e-4, atol=1e-4)
+
+
+def padded_logprobs(module, rollouts):
+    """The simple computation: every row at full width, no trimming, no bucketing."""
+    input_ids = torch.cat([rollouts.prompt_ids, rollouts.completion_ids], dim=1)
+    mask = torch.cat([rollouts.prompt_mask, rollouts.completion_mask], dim=1).long()
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    logits = module.policy(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
+    width = rollouts.completion_ids.shape[1]
+    return token_logprobs(logits[:, -width - 1 : -1], rollouts.completion_ids)
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "constant"])
+def test_bucketed_micro_batches_give_the_padded_loss_and_gradients(policy, aggregation):
+    model, tokenizer = policy
+    gen = GenerationConfig(max_new_tokens=30, temperature=1.0)
+    torch.manual_seed(1)
+    rollouts = CompactDecode().sample(model, tokenizer, PROMPTS, problems(), 2, gen)
+    module = GRPOModule(generation=gen, grpo=__import__("lapo_lightning").GRPOConfig(group_size=2, micro_batch_size=3))
+    module.policy, module.tokenizer = model, tokenizer
+    advantages = torch.linspace(-1, 1, len(rollouts))
+    mask = rollouts.completion_mask
+    totals = dict(total_tokens=int(mask.sum()), total_sequences=len(rollouts), max_tokens=gen.max_new_tokens)
+    params = [p for p in model.parameters() if p.requires_grad]
+    with torch.no_grad():  # make LoRA B non-zero so every path carries gradient
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+
+    def loss_of(logprobs, idx):
+        return grpo_loss(logprobs, None, None, advantages[idx], mask[idx], clip_low=0.2, clip_high=0.2,
+                         kl_coef=0.0, aggregation=aggregation, **totals).loss
+
+    model.zero_grad()
+    full = loss_of(padded_logprobs(module, rollouts), torch.arange(len(rollouts)))
+    full.backward()
+    expected = [p.grad.clone() for p in params]
+
+    model.zero_grad()
+    total = 0.0
+    buckets = module.micro_batches(rollouts)
+    assert len(buckets) > 1
+    for idx in buckets:
+        loss = loss_of(module.completion_logprobs(rollouts, idx), idx)
+        loss.backward()
+        total += float(loss.detach())
+    torch.testing.assert_close(torch.tensor(total), full.detach(), rtol=1e-4, atol=1e-6)
+    for got, want in zip((p.grad for p in params), expected):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-6)
