@@ -4,9 +4,10 @@ The public plugins are re-exported here so YAML can name them by short ``class_p
 (``class_path: LengthBand``); any other importable class works by its full path.
 """
 
-from lapo_lightning.callbacks import ExportAdapter, LengthStatsCollector, SampleLogger, TrainingHealthMonitor
+from lapo_lightning.callbacks import BudgetTargets, ExportAdapter, LengthStatsCollector, SampleLogger, TrainingHealthMonitor
 from lapo_lightning.config import GRPOConfig, OptimConfig
 from lapo_lightning.data import LapoDataModule, ProblemFields
+from lapo_lightning.fast_rollout import CompactDecode
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.policy import LoraSettings, PolicyConfig
 from lapo_lightning.prompts import ChatPrompt, PlainPrompt, PromptTemplate
@@ -16,7 +17,7 @@ from lapo_lightning.rollout import GenerationConfig, HFGenerate, Sampler
 from lapo_lightning.verify import ContainsAnswer, MathVerifier, Verifier
 
 __all__ = [
-    "Accuracy", "AdapterDisabled", "BudgetGaussian", "ChatPrompt", "ContainsAnswer", "ExportAdapter", "FrozenAdapter",
+    "Accuracy", "AdapterDisabled", "BudgetGaussian", "BudgetTargets", "ChatPrompt", "CompactDecode", "ContainsAnswer", "ExportAdapter", "FrozenAdapter",
     "GRPOConfig", "GRPOModule", "GenerationConfig", "HFGenerate", "LapoDataModule", "LengthBand", "LengthStatsCollector",
     "LoraSettings", "MathVerifier", "NoReference", "OptimConfig", "PlainPrompt", "PolicyConfig",
     "PromptTemplate", "Reference", "RegexMatch", "Reward", "SampleLogger", "Sampler", "ThinkFormat",

@@ -3,6 +3,7 @@
 ``lapo fit --config configs/stage1.yaml`` trains; ``lapo table PATH`` prints a length
 table's summary. Any importable class is a plugin through ``class_path``; the package
 re-exports the public ones so YAML can use short names (``class_path: LengthBand``).
+``lapo eval --config configs/eval.yaml`` evaluates models (``lapo_lightning/evaluation``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
         from lapo_lightning.length_table import main as table_main
 
         raise SystemExit(table_main(argv[1:]))
+    if argv[:1] == ["answer"]:
+        from lapo_lightning.inference import main as answer_main
+
+        raise SystemExit(answer_main(argv[1:]))
+    if argv[:1] == ["eval"]:  # `lapo eval --config configs/eval.yaml`: trainer.test per model, one report
+        from lapo_lightning.evaluation.run import main as eval_main
+
+        return eval_main(argv[1:])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for pattern in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
