@@ -1,0 +1,162 @@
+"""Which models to evaluate, start-up checks on them, and loading one for generation.
+
+Flow: ``run_evaluation`` calls :func:`check_models` for every :class:`ModelSpec` before any
+weights load (so a typo in the third model fails in seconds, not after hours on the first);
+``EvalModule.configure_model`` then calls :func:`load_for_eval` for one model at a time.
+Loading goes through :mod:`lapo_lightning.policy` (the only module that imports peft and
+bitsandbytes), so a model evaluates with exactly the tokenizer, dtype and 4-bit settings
+training used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lapo_lightning.policy import DType, PolicyConfig, load_base_model, load_policy, load_tokenizer
+from lapo_lightning.tiny import TINY_PREFIX, resolve_model
+
+
+class EvalError(ValueError):
+    """Bad evaluation input (models, benchmarks, report folder); the message names the key or file."""
+
+
+@dataclass
+class ModelSpec:
+    """One model to evaluate: a base, optionally with a LoRA adapter from any stage.
+
+    Args:
+        name: row label in the report and key in the records (unique within a run).
+        model: hub id, local folder, or ``tiny:<arch>`` (built offline).
+        adapter: a saved PEFT adapter folder (e.g. ``runs/stage2/adapter``); None = the base alone.
+        tokenizer: tokenizer hub id or folder; defaults to ``model``.
+        dtype: dtype of the (non-quantized) weights.
+        load_in_4bit: load the base in 4-bit NF4 (as QLoRA training did).
+    """
+
+    name: str
+    model: str
+    adapter: str | None = None
+    tokenizer: str | None = None
+    dtype: DType = "float32"
+    load_in_4bit: bool = False
+
+    def policy_config(self) -> PolicyConfig:
+        return PolicyConfig(model=self.model, tokenizer=self.tokenizer, dtype=self.dtype,
+                            load_in_4bit=self.load_in_4bit, adapter=self.adapter)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:2])[:400] if lines else type(error).__name__
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
+
+
+def check_models(models: list[ModelSpec]) -> list[str]:
+    """Every problem with the model list, as messages (empty = fine); loads configs only."""
+    if not models:
+        return ["model.models is empty: name at least one model to evaluate"]
+    from transformers import AutoConfig
+
+    errors = []
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        errors.append(f"model.models: names must be unique, got {names}")
+    for i, spec in enumerate(models):
+        key = f"model.models[{i}] ({spec.name})"
+        if spec.adapter is not None and not (Path(spec.adapter) / "adapter_config.json").is_file():
+            errors.append(f"{key}.adapter: no PEFT adapter at {spec.adapter} (expected adapter_config.json there)")
+        if _looks_local(spec.model) and not Path(spec.model).expanduser().is_dir():
+            errors.append(f"{key}.model: no model folder at {spec.model}")
+            continue
+        try:
+            config = AutoConfig.from_pretrained(resolve_model(spec.model))
+        except Exception as e:  # noqa: BLE001 - hub, cache and parse errors all mean "cannot load"
+            where = ("a local folder" if _looks_local(spec.model) else
+                     "a tiny model spec" if spec.model.startswith(TINY_PREFIX) else
+                     "not a local folder, so a Hugging Face hub id; offline, only its cache is searched")
+            errors.append(f"{key}.model: cannot load {spec.model!r} ({where}): {_first_line(e)}")
+            continue
+        if spec.adapter is not None and (Path(spec.adapter) / "adapter_config.json").is_file():
+            if problem := adapter_mismatch(spec.adapter, config):
+                errors.append(f"{key}: the adapter {spec.adapter} does not fit the base model {spec.model} "
+                              f"(adapter_config.json names base {adapter_base(spec.adapter)!r}): {problem}")
+    return errors
+
+
+def adapter_mismatch(adapter: str, config) -> str | None:
+    """Why a LoRA adapter cannot load onto a model with ``config`` (None = it fits or can't tell).
+
+    Compares the saved ``lora_A`` [r, in] / ``lora_B`` [out, r] shapes with the base layers
+    [out, in] of the architecture built on the meta device: no weights are read or allocated.
+    """
+    weights = Path(adapter) / "adapter_model.safetensors"
+    if not weights.is_file():
+        return None  # an old .bin adapter: peft's own error at load time names the mismatch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        base = AutoModelForCausalLM.from_config(config)
+    with safe_open(str(weights), framework="pt") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    for name, shape in shapes.items():
+        parts = name.removeprefix("base_model.model.").split(".")
+        if parts[-2:] not in (["lora_A", "weight"], ["lora_B", "weight"]):
+            continue
+        module = ".".join(parts[:-2])
+        try:
+            out_features, in_features = base.get_submodule(module).weight.shape[:2]
+        except AttributeError:
+            return f"layer {module} of the adapter is not in the base model"
+        fits = shape[1] == in_features if parts[-2] == "lora_A" else shape[0] == out_features
+        if not fits:
+            return f"{name} has shape {list(shape)}, the base layer {module} is [{out_features}, {in_features}]"
+    return None
+
+
+def adapter_base(adapter: str) -> str | None:
+    """The base model recorded in an adapter's ``adapter_config.json`` (None if absent)."""
+    try:
+        return json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8")).get(
+            "base_model_name_or_path")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def load_for_eval(spec: ModelSpec, index: int, device: torch.device | str | None = None, merge_adapter: bool = True):
+    """``(model, tokenizer)`` in eval mode with no gradients; the adapter merged when exact.
+
+    A 4-bit base cannot absorb LoRA weights exactly, so a 4-bit model keeps the adapter
+    separate. Raises :class:`EvalError` naming both paths when the adapter does not fit.
+    """
+    cfg = spec.policy_config()
+    key = f"model.models[{index}] ({spec.name})"
+    try:
+        if spec.adapter is None:
+            tokenizer, model = load_tokenizer(cfg), load_base_model(cfg, device)
+        else:
+            model, tokenizer = load_policy(cfg, device)
+            if merge_adapter and not spec.load_in_4bit:
+                model = model.merge_and_unload()  # plain weights: no LoRA matmuls in every decode step
+    except (RuntimeError, ValueError, KeyError) as e:
+        if spec.adapter is None:
+            raise EvalError(f"{key}.model: cannot load {spec.model!r}: {_first_line(e)}") from None
+        recorded = adapter_base(spec.adapter)
+        raise EvalError(
+            f"{key}: the adapter {spec.adapter} does not fit the base model {spec.model} "
+            f"(adapter_config.json names base {recorded!r}): {_first_line(e)}"
+        ) from None
+    except OSError as e:
+        raise EvalError(f"{key}.model: cannot load {spec.model!r}: {_first_line(e)}") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval().requires_grad_(False)
+    return model, tokenizer
