@@ -40,11 +40,12 @@ def test_console_script_is_the_cli_main():
 
 def test_nothing_tracked_refers_to_the_shared_folder():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    needles = ("../" + "shared", "/work/" + "shared")  # split so this file does not match itself
     offenders = []
     for name in tracked:
         path = ROOT / name
         if path.suffix in {".py", ".yaml", ".yml", ".toml", ".md", ".cfg", ""} and path.is_file():
             text = path.read_text(errors="ignore")
-            if "../shared" in text or "/work/shared" in text:
+            if any(needle in text for needle in needles):
                 offenders.append(name)
     assert offenders == [], offenders
