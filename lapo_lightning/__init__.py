@@ -19,7 +19,7 @@ from lapo_lightning.verify import ContainsAnswer, MathVerifier, Verifier
 __all__ = [
     "Accuracy", "AdapterDisabled", "BudgetGaussian", "BudgetTargets", "ChatPrompt", "CompactDecode", "ContainsAnswer", "ExportAdapter", "FrozenAdapter",
     "GRPOConfig", "GRPOModule", "GenerationConfig", "HFGenerate", "LapoDataModule", "LengthBand", "LengthStatsCollector",
-    "LoraSettings", "MathVerifier", "NoReference", "OptimConfig", "PlainPrompt", "PolicyConfig",
+    "LoraSettings", "MathVerifier", "ProblemFields", "NoReference", "OptimConfig", "PlainPrompt", "PolicyConfig",
     "PromptTemplate", "Reference", "RegexMatch", "Reward", "SampleLogger", "Sampler", "ThinkFormat",
     "TrainingHealthMonitor", "Verifier",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lapo_lightning.rollout import GenerationConfig, Sampler, assemble_rollouts, encode_prompts
+from lapo_lightning.rollout import GenerationConfig, Sampler, assemble_rollouts, encode_prompts, in_chunks
 from lapo_lightning.types import RolloutBatch
 
 
@@ -26,14 +26,7 @@ class CompactDecode(Sampler):
     def sample(self, model, tokenizer, prompts, problems, group_size, gen: GenerationConfig) -> RolloutBatch:
         device = next(model.parameters()).device
         prompt_ids, prompt_mask, group_index = encode_prompts(tokenizer, prompts, group_size, device)
-        chunk = gen.max_rollouts_per_call or len(prompt_ids)
-        was_training = model.training
-        model.eval()
-        try:
-            pieces = [decode(model, tokenizer, prompt_ids[i : i + chunk], prompt_mask[i : i + chunk], gen)
-                      for i in range(0, len(prompt_ids), chunk)]
-        finally:
-            model.train(was_training)
+        pieces = in_chunks(model, prompt_ids, prompt_mask, gen, lambda ids, mask: decode(model, tokenizer, ids, mask, gen))
         completion_ids = torch.cat([ids for ids, _ in pieces])  # [N, max_new_tokens]
         logprobs = torch.cat([lp for _, lp in pieces])  # [N, max_new_tokens]
         written = (completion_ids != tokenizer.pad_token_id).any(dim=0).nonzero()

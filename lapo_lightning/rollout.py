@@ -65,16 +65,8 @@ class HFGenerate(Sampler):
         device = next(model.parameters()).device
         prompt_ids, prompt_mask, group_index = encode_prompts(tokenizer, prompts, group_size, device)
 
-        chunk = gen.max_rollouts_per_call or len(prompt_ids)
-        was_training = model.training
-        model.eval()
-        try:
-            pieces = [
-                self._generate(model, tokenizer, prompt_ids[i : i + chunk], prompt_mask[i : i + chunk], gen)
-                for i in range(0, len(prompt_ids), chunk)
-            ]
-        finally:
-            model.train(was_training)
+        pieces = in_chunks(model, prompt_ids, prompt_mask, gen,
+                           lambda ids, mask: self._generate(model, tokenizer, ids, mask, gen))
         width = max(p.shape[1] for p in pieces)
         completion_ids = torch.cat(
             [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=tokenizer.pad_token_id) for p in pieces]
@@ -98,6 +90,19 @@ class HFGenerate(Sampler):
             **kwargs,
         )
         return out[:, prompt_ids.shape[1] :]  # [n, T_chunk]
+
+
+def in_chunks(model, prompt_ids: Tensor, prompt_mask: Tensor, gen: GenerationConfig, decode_chunk) -> list:
+    """``decode_chunk(ids, mask)`` over chunks of at most ``gen.max_rollouts_per_call`` rows,
+    with the model in eval mode (no dropout while sampling) and its mode restored after."""
+    chunk = gen.max_rollouts_per_call or len(prompt_ids)
+    was_training = model.training
+    model.eval()
+    try:
+        return [decode_chunk(prompt_ids[i : i + chunk], prompt_mask[i : i + chunk])
+                for i in range(0, len(prompt_ids), chunk)]
+    finally:
+        model.train(was_training)
 
 
 def encode_prompts(tokenizer, prompts: list[str], group_size: int, device) -> tuple[Tensor, Tensor, Tensor]:

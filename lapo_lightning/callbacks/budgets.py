@@ -12,7 +12,6 @@ Departs from the official code, whose Eq. 8 update never reaches later prompts.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lapo_lightning.algo import group_length_stats, refine_targets
 from lapo_lightning.callbacks.length_stats import gather_summaries
+from lapo_lightning.callbacks.table_writer import LengthTableWriter
 from lapo_lightning.length_table import LengthEntry, LengthTable, LengthTableError, check_writable
 from lapo_lightning.rewards import BudgetGaussian
 from lapo_lightning.types import ProblemBatch, StepSummary
@@ -35,7 +35,7 @@ def half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
-class BudgetTargets(pl.Callback):
+class BudgetTargets(LengthTableWriter):
     """Supply stage-2 budgets/targets from the stage-1 length table and refine them (Eq. 8).
 
     Args:
@@ -138,14 +138,6 @@ class BudgetTargets(pl.Callback):
         metrics = self.update(gather_summaries(trainer, outputs["summary"]))
         pl_module.log_dict(metrics, batch_size=1)
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        if trainer.is_global_zero:
-            self.write(trainer.global_step)
-
-    def on_fit_end(self, trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            self.write(trainer.global_step)
-
     # ----------------------------------------------------------------- logic
     @property
     def targets(self) -> dict[str, float | None]:
@@ -202,15 +194,8 @@ class BudgetTargets(pl.Callback):
             metrics["budget/mean_target"] = sum(live) / len(live)
         return metrics
 
-    def refined_table(self, step: int) -> LengthTable:
-        metadata = dict(self.metadata, step=step, written_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        targets_shrunk=self.shrunk, newly_solved=self.solved_total)
-        return LengthTable(dict(self.entries), metadata)
-
-    def write(self, step: int) -> Path:
-        path = Path(self.path)
-        self.refined_table(step).save(path)
-        return path
+    def extra_metadata(self) -> dict:
+        return {"targets_shrunk": self.shrunk, "newly_solved": self.solved_total}
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:

@@ -15,7 +15,6 @@ deduplication script.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,7 +23,8 @@ import torch
 import torch.distributed as dist
 
 from lapo_lightning.algo import group_length_stats
-from lapo_lightning.length_table import LengthEntry, LengthTable, check_writable
+from lapo_lightning.callbacks.table_writer import LengthTableWriter
+from lapo_lightning.length_table import LengthEntry, check_writable
 from lapo_lightning.types import StepSummary
 
 
@@ -37,7 +37,7 @@ def gather_summaries(trainer: pl.Trainer, summary: StepSummary) -> list[StepSumm
     return gathered
 
 
-class LengthStatsCollector(pl.Callback):
+class LengthStatsCollector(LengthTableWriter):
     """Track each problem's latest correct-length statistics and write the length table.
 
     Args:
@@ -85,14 +85,6 @@ class LengthStatsCollector(pl.Callback):
             })
         pl_module.log_dict(metrics, batch_size=1)
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        if trainer.is_global_zero:
-            self.write(trainer.global_step)
-
-    def on_fit_end(self, trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            self.write(trainer.global_step)
-
     # ------------------------------------------------------------------ logic
     def update(self, summary: StepSummary) -> tuple[int, int]:
         """Record one step's statistics; returns (correct rollouts in band, correct rollouts with a band)."""
@@ -124,15 +116,6 @@ class LengthStatsCollector(pl.Callback):
         """Share of training problems that have a target (solved in their latest step)."""
         ids = self._problem_ids or list(self.entries)
         return sum(1 for pid in ids if pid in self.entries and self.entries[pid].solved) / max(len(ids), 1)
-
-    def table(self, step: int) -> LengthTable:
-        metadata = dict(self.metadata, step=step, written_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        return LengthTable(dict(self.entries), metadata)
-
-    def write(self, step: int) -> Path:
-        path = Path(self.path)
-        self.table(step).save(path)
-        return path
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
