@@ -3,7 +3,9 @@
 ``lapo fit --config configs/stage1.yaml`` trains; ``lapo table PATH`` prints a length
 table's summary. Any importable class is a plugin through ``class_path``; the package
 re-exports the public ones so YAML can use short names (``class_path: LengthBand``).
-``lapo eval --config configs/eval.yaml`` evaluates models (``lapo_lightning/evaluation``).
+``lapo eval --config configs/eval.yaml`` evaluates models (``lapo_lightning/evaluation``);
+``lapo answer --adapter DIR "question"`` answers one question with a trained adapter,
+optionally with ``--budget N`` injected (``lapo_lightning/inference.py``).
 """
 
 from __future__ import annotations
