@@ -32,39 +32,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ("floor", "lapo", "trl")
-EOS_BOOST = {"equal": -5.0, "varied": 0.5}  # logit weight on a constant feature (see build_models)
+EOS_WEIGHT = {"equal": -5.0, "varied": 0.5}  # EOS logit weight on a constant feature (see build_models)
 
 
 # ----------------------------------------------------------------------------- models
 def build_models(root: Path, hidden: int, layers: int) -> dict[str, str]:
-    """One model folder per workload: the same random Llama, different EOS behaviour.
+    """One model folder per workload: the same random Llama with a set EOS behaviour
+    (``lapo_lightning.tiny.set_stop_rate``: a near-constant EOS logit; pad never sampled)."""
+    from lapo_lightning.tiny import save_tiny
 
-    Every input embedding gets +1 on feature 0, so the final hidden state carries a
-    near-constant component there; the EOS row of the output head reads only that
-    feature, which sets a near-constant EOS logit (and so a stopping rate). The pad token
-    is made unreachable the same way so that no trainer ever samples it.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from lapo_lightning.tiny import build_char_tokenizer, save_tiny
-
-    base = save_tiny(root / "base", "llama", hidden, layers)
-    tokenizer = build_char_tokenizer()
-    out = {}
-    for workload, boost in EOS_BOOST.items():
-        model = AutoModelForCausalLM.from_pretrained(base)
-        with torch.no_grad():
-            model.get_input_embeddings().weight[:, 0] += 1.0
-            head = model.get_output_embeddings().weight
-            for token, weight in ((tokenizer.eos_token_id, boost), (tokenizer.pad_token_id, -5.0)):
-                head[token] = 0.0
-                head[token, 0] = weight
-        folder = root / workload
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        out[workload] = str(folder)
-    return out
+    return {workload: str(save_tiny(root / workload, "llama", hidden, layers, eos_weight=weight))
+            for workload, weight in EOS_WEIGHT.items()}
 
 
 def problems(n: int) -> list[dict]:

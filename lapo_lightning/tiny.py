@@ -1,7 +1,8 @@
 """Tiny random-init models and a character tokenizer, built by code, for offline runs.
 
 Nothing can be downloaded on CI or a fresh laptop, so the debug configs name a model as
-``tiny:<arch>`` (for example ``tiny:llama`` or ``tiny:qwen2-h64-l2``). :func:`resolve_model`
+``tiny:<arch>`` (for example ``tiny:llama``, ``tiny:qwen2-h64-l2`` or ``tiny:llama-e1.0``, whose
+EOS arrives at varied positions). :func:`resolve_model`
 builds it once into a cache folder with ``save_pretrained`` and returns that folder, so the
 model and tokenizer then load through exactly the ``from_pretrained`` path a hub id takes.
 """
@@ -19,7 +20,7 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_SPEC = re.compile(r"^(llama|qwen2)(?:-h(\d+))?(?:-l(\d+))?$")
+_SPEC = re.compile(r"^(llama|qwen2)(?:-h(\d+))?(?:-l(\d+))?(?:-e(-?[\d.]+))?$")
 
 
 def default_cache_dir() -> Path:
@@ -69,11 +70,32 @@ def build_tiny_model(arch: str = "llama", hidden: int = 64, layers: int = 2, voc
     return model_cls(config)
 
 
-def save_tiny(out_dir: str | Path, arch: str = "llama", hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+def set_stop_rate(model, tokenizer, eos_weight: float) -> None:
+    """Give a random model a steady EOS rate, so completion lengths vary (or never end).
+
+    Every input embedding gets +1 on feature 0, so the final hidden state carries a
+    near-constant component there; the output-head rows of EOS and pad read only that
+    feature. EOS then has a near-constant logit (``eos_weight`` > 0: stops at varied
+    positions; < 0: never stops) and the pad token is never sampled.
+    """
+    import torch
+
+    with torch.no_grad():
+        model.get_input_embeddings().weight[:, 0] += 1.0
+        head = model.get_output_embeddings().weight
+        for token, weight in ((tokenizer.eos_token_id, eos_weight), (tokenizer.pad_token_id, -5.0)):
+            head[token] = 0.0
+            head[token, 0] = weight
+
+
+def save_tiny(out_dir: str | Path, arch: str = "llama", hidden: int = 64, layers: int = 2, seed: int = 0,
+              eos_weight: float | None = None) -> Path:
     """Build the tokenizer and model and save both to ``out_dir`` (a from_pretrained folder)."""
     out_dir = Path(out_dir)
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(arch, hidden, layers, vocab_size=len(tokenizer), seed=seed)
+    if eos_weight is not None:
+        set_stop_rate(model, tokenizer, eos_weight)
     for key in ("eos_token_id", "pad_token_id"):
         setattr(model.config, key, getattr(tokenizer, key))
         setattr(model.generation_config, key, getattr(tokenizer, key))
@@ -83,7 +105,7 @@ def save_tiny(out_dir: str | Path, arch: str = "llama", hidden: int = 64, layers
 
 
 def resolve_model(name: str, cache_dir: str | Path | None = None) -> str:
-    """Turn ``tiny:<arch>[-h<hidden>][-l<layers>]`` into a built folder; pass anything else through."""
+    """Turn ``tiny:<arch>[-h<hidden>][-l<layers>][-e<eos weight>]`` into a built folder; pass anything else through."""
     if not name.startswith(TINY_PREFIX):
         return name
     spec = name[len(TINY_PREFIX):]
@@ -91,10 +113,11 @@ def resolve_model(name: str, cache_dir: str | Path | None = None) -> str:
     if match is None:
         raise ValueError(f"model.policy.model: unknown tiny model {name!r}; expected e.g. 'tiny:llama' or 'tiny:qwen2-h64-l2'")
     arch, hidden, layers = match.group(1), int(match.group(2) or 64), int(match.group(3) or 2)
-    folder = Path(cache_dir or default_cache_dir()) / f"{arch}-h{hidden}-l{layers}"
+    eos_weight = float(match.group(4)) if match.group(4) is not None else None
+    folder = Path(cache_dir or default_cache_dir()) / spec
     if not (folder / "config.json").exists():
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        save_tiny(tmp, arch, hidden, layers)
+        save_tiny(tmp, arch, hidden, layers, eos_weight=eos_weight)
         os.makedirs(folder.parent, exist_ok=True)
         try:
             os.replace(tmp, folder)  # atomic: concurrent builders never see half a folder
