@@ -172,10 +172,12 @@ class GRPOModule(pl.LightningModule):
         totals = dict(total_tokens=max(int(mask.sum()), 1), total_sequences=len(rollouts),
                       max_tokens=self.generation.max_new_tokens)
         ref_logprobs = self.logprobs_no_grad(rollouts, reference=True) if self.grpo.kl_coef > 0 else None
+        # Old log-probs: the sampler's own (CompactDecode returns them), else one extra pass
+        # when mu > 1. With mu = 1 and none given they equal the current ones, so grpo_loss
+        # uses those detached (ratio 1) and no forward is spent on them.
         old_logprobs = rollouts.old_logprobs
         if old_logprobs is None and self.grpo.num_iterations > 1:
             old_logprobs = self.logprobs_no_grad(rollouts)  # fixed across the inner epochs
-        # With one pass the old log-probs equal the current ones: grpo_loss detaches instead.
         sums = {"loss/policy": 0.0, "loss/kl": 0.0, "train/clip_frac": 0.0, "loss/total": 0.0}
         for _ in range(self.grpo.num_iterations):
             for idx in self.micro_batches(rollouts):
