@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lapo_lightning.algo import grpo_loss, token_logprobs
+from lapo_lightning.config import GRPOConfig
 from lapo_lightning.fast_rollout import CompactDecode
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.policy import PolicyConfig, load_policy
@@ -55,13 +56,18 @@ def test_greedy_tokens_identical_to_hf_generate(policy):
     assert fast.texts == simple.texts and torch.equal(fast.truncated, simple.truncated)
 
 
-def test_sampled_logprobs_equal_the_training_forward(policy):
+def sample_with_module(policy, gen: GenerationConfig, group_size: int, micro_batch_size: int, seed: int):
+    """CompactDecode rollouts and a GRPOModule wired to the same (already loaded) policy."""
     model, tokenizer = policy
-    gen = GenerationConfig(max_new_tokens=30, temperature=0.7)
-    torch.manual_seed(0)
-    rollouts = CompactDecode().sample(model, tokenizer, PROMPTS, problems(), 3, gen)
-    module = GRPOModule(generation=gen, grpo=__import__("lapo_lightning").GRPOConfig(group_size=3, micro_batch_size=4))
+    torch.manual_seed(seed)
+    rollouts = CompactDecode().sample(model, tokenizer, PROMPTS, problems(), group_size, gen)
+    module = GRPOModule(generation=gen, grpo=GRPOConfig(group_size=group_size, micro_batch_size=micro_batch_size))
     module.policy, module.tokenizer = model, tokenizer
+    return module, rollouts
+
+
+def test_sampled_logprobs_equal_the_training_forward(policy):
+    module, rollouts = sample_with_module(policy, GenerationConfig(max_new_tokens=30, temperature=0.7), 3, 4, seed=0)
     recomputed = module.logprobs_no_grad(rollouts)
     mask = rollouts.completion_mask
     torch.testing.assert_close(rollouts.old_logprobs[mask], recomputed[mask], rtol=1e-4, atol=1e-4)
@@ -79,12 +85,9 @@ def padded_logprobs(module, rollouts):
 
 @pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "constant"])
 def test_bucketed_micro_batches_give_the_padded_loss_and_gradients(policy, aggregation):
-    model, tokenizer = policy
     gen = GenerationConfig(max_new_tokens=30, temperature=1.0)
-    torch.manual_seed(1)
-    rollouts = CompactDecode().sample(model, tokenizer, PROMPTS, problems(), 2, gen)
-    module = GRPOModule(generation=gen, grpo=__import__("lapo_lightning").GRPOConfig(group_size=2, micro_batch_size=3))
-    module.policy, module.tokenizer = model, tokenizer
+    module, rollouts = sample_with_module(policy, gen, 2, 3, seed=1)
+    model = module.policy
     advantages = torch.linspace(-1, 1, len(rollouts))
     mask = rollouts.completion_mask
     totals = dict(total_tokens=int(mask.sum()), total_sequences=len(rollouts), max_tokens=gen.max_new_tokens)

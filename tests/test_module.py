@@ -12,6 +12,7 @@ import torch
 from clitools import ROOT, config_in, fit
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.policy import PolicyConfig, export_merged, load_policy
+from lapo_lightning.reference import NoReference
 from lapo_lightning.rollout import GenerationConfig, HFGenerate
 from lapo_lightning.types import ProblemBatch
 
@@ -55,7 +56,7 @@ def test_kl_off_means_no_reference_forward(tmp_path, pass_counter, aggregation):
 
 def test_kl_on_with_no_reference_is_rejected():
     with pytest.raises(ValueError, match="model.grpo.kl_coef"):
-        GRPOModule(reference=__import__("lapo_lightning").NoReference())
+        GRPOModule(reference=NoReference())
 
 
 def test_stop_strings_end_a_completion():

@@ -31,24 +31,26 @@ def perturb_lora(model, seed: int = 0) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_4bit_gradients_survive_generate(arch):
-    """DESIGN.md §4: an eval-mode generate() must not corrupt later 4-bit LoRA gradients."""
+def grads_fresh_and_after_generate(arch: str):
+    """LoRA gradients of a fresh 4-bit model, and of an identical one after an eval-mode generate()."""
     cfg = PolicyConfig(model=f"tiny:{arch}", load_in_4bit=True, bnb_compute_dtype="float32")
     input_ids = torch.randint(0, 250, (2, 12), generator=torch.Generator().manual_seed(1))
-
     fresh, _ = load_policy(cfg)
     perturb_lora(fresh)
     expected = lora_grads(fresh, input_ids)
-
     used, tokenizer = load_policy(cfg)
     perturb_lora(used)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in used.modules())
     used.eval()
     with torch.no_grad():
         used.generate(input_ids=input_ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    got = lora_grads(used, input_ids)
+    return expected, lora_grads(used, input_ids)
 
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_4bit_gradients_survive_generate(arch):
+    """DESIGN.md §4: an eval-mode generate() must not corrupt later 4-bit LoRA gradients."""
+    expected, got = grads_fresh_and_after_generate(arch)
     assert expected.keys() == got.keys() and expected
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
@@ -67,18 +69,8 @@ def test_without_the_fix_generate_corrupts_gradients(monkeypatch):
     import lapo_lightning.policy as policy
 
     monkeypatch.setattr(policy, "disable_cpu_inference_repack", lambda model: 0)
-    cfg = PolicyConfig(model="tiny:llama", load_in_4bit=True, bnb_compute_dtype="float32")
-    input_ids = torch.randint(0, 250, (2, 12), generator=torch.Generator().manual_seed(1))
-    fresh, _ = load_policy(cfg)
-    perturb_lora(fresh)
-    expected = lora_grads(fresh, input_ids)
-    used, tokenizer = load_policy(cfg)
-    perturb_lora(used)
-    used.eval()
-    with torch.no_grad():
-        used.generate(input_ids=input_ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     try:
-        got = lora_grads(used, input_ids)
+        expected, got = grads_fresh_and_after_generate("llama")
     except RuntimeError:  # Qwen2-style crash in backward is the other symptom
         return
     assert any(not torch.allclose(got[n], expected[n], rtol=1e-4, atol=1e-6) for n in expected)
