@@ -29,6 +29,11 @@ FORMAT_VERSION = 1
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
+def round_half_up(tokens: float) -> int:
+    """A median length as a whole token budget, halves rounded up (100.5 -> 101, 101.5 -> 102)."""
+    return int(math.floor(tokens + 0.5))
+
+
 class LengthTableError(ValueError):
     """A length table file that cannot be read or written; the message names the file."""
 
@@ -65,7 +70,7 @@ class LengthTable:
         entry = self.entries.get(problem_id)
         if entry is None or not entry.solved or entry.median is None:
             return None
-        return int(math.floor(entry.median + 0.5))
+        return round_half_up(entry.median)
 
     def coverage(self, problem_ids: list[str]) -> float:
         """Share of ``problem_ids`` that have a target (in the table and solved); 0.0 for none."""

@@ -22,17 +22,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lapo_lightning.algo import group_length_stats, refine_targets
 from lapo_lightning.callbacks.length_stats import gather_summaries
 from lapo_lightning.callbacks.table_writer import LengthTableWriter
-from lapo_lightning.length_table import LengthEntry, LengthTable, LengthTableError, check_writable
+from lapo_lightning.length_table import LengthEntry, LengthTable, LengthTableError, check_writable, round_half_up
 from lapo_lightning.rewards import BudgetGaussian
 from lapo_lightning.types import ProblemBatch, StepSummary
 
 KEY = "trainer.callbacks[BudgetTargets]"
 DEFAULT_SIGMA = 120.0  # the paper's sigma, used only when no BudgetGaussian reward is configured
-
-
-def half_up(x: float) -> int:
-    """Round halves up, as ``LengthTable.target`` does (a median of two lengths is often x.5)."""
-    return int(math.floor(x + 0.5))
 
 
 class BudgetTargets(LengthTableWriter):
@@ -152,7 +147,7 @@ class BudgetTargets(LengthTableWriter):
         """Write budgets and targets into the batch in place (training_step gets this object)."""
         targets = [self.target(pid) for pid in batch.problem_ids]
         batch.targets[:] = targets
-        batch.budgets[:] = [self.fallback if t is None else half_up(t) for t in targets]
+        batch.budgets[:] = [self.fallback if t is None else round_half_up(t) for t in targets]
 
     def update(self, summaries: list[StepSummary]) -> dict[str, float]:
         """Eq. 8 on every gathered summary; returns this step's adherence metrics."""
