@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lapo_lightning.policy import PolicyConfig, load_policy
+from lapo_lightning.policy import ADAPTER_CONFIG, PolicyConfig, is_adapter_dir, load_policy
 from lapo_lightning.prompts import PlainPrompt, PromptTemplate
 from lapo_lightning.rollout import GenerationConfig, HFGenerate
 from lapo_lightning.types import ProblemBatch
@@ -35,8 +35,8 @@ class Answer:
 
 def adapter_base(adapter: str) -> str:
     """The base model recorded in the adapter's ``adapter_config.json``."""
-    config = Path(adapter) / "adapter_config.json"
-    if not config.is_file():
+    config = Path(adapter) / ADAPTER_CONFIG
+    if not is_adapter_dir(adapter):
         raise InferenceError(f"--adapter: no PEFT adapter at {adapter} (expected adapter_config.json there)")
     try:
         base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")

@@ -10,6 +10,7 @@ The reference model is not loaded here: see :mod:`lapo_lightning.reference`.
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,20 @@ from lapo_lightning.tiny import resolve_model
 
 DType = Literal["float32", "bfloat16", "float16"]
 ADAPTER_NAME = "default"  # peft's name for the first adapter; the reference uses another
+ADAPTER_CONFIG = "adapter_config.json"  # what makes a folder a saved PEFT adapter
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """True when ``path`` is a saved PEFT adapter folder."""
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def recorded_base(adapter: str | Path) -> str | None:
+    """The base model an adapter was trained on, from its config (None if absent or unreadable)."""
+    try:
+        return json.loads((Path(adapter) / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 @dataclass
@@ -71,7 +86,7 @@ class PolicyConfig:
         Kept out of ``__post_init__`` so configs naming future outputs (stage 2 names the
         stage-1 adapter) still parse.
         """
-        if self.adapter is not None and not (Path(self.adapter) / "adapter_config.json").is_file():
+        if self.adapter is not None and not is_adapter_dir(self.adapter):
             raise FileNotFoundError(
                 f"model.policy.adapter: no PEFT adapter at {self.adapter!r} (expected adapter_config.json there)"
             )

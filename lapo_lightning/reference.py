@@ -13,10 +13,9 @@ the variants holds a second copy of the base weights:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
-from lapo_lightning.policy import ADAPTER_NAME
+from lapo_lightning.policy import ADAPTER_NAME, is_adapter_dir
 
 
 class Reference:
@@ -66,7 +65,7 @@ class FrozenAdapter(Reference):
         self.adapter = adapter
 
     def check_paths(self) -> None:
-        if not (Path(self.adapter) / "adapter_config.json").is_file():
+        if not is_adapter_dir(self.adapter):
             raise FileNotFoundError(
                 f"model.reference.init_args.adapter: no PEFT adapter at {self.adapter!r} "
                 "(expected adapter_config.json there; run stage 1 first?)"

@@ -10,13 +10,13 @@ training used.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from lapo_lightning.policy import DType, PolicyConfig, load_base_model, load_policy, load_tokenizer
+from lapo_lightning.policy import (DType, PolicyConfig, is_adapter_dir, load_base_model, load_policy, load_tokenizer,
+                                   recorded_base)
 from lapo_lightning.tiny import TINY_PREFIX, resolve_model
 
 
@@ -71,7 +71,7 @@ def check_models(models: list[ModelSpec]) -> list[str]:
         errors.append(f"model.models: names must be unique, got {names}")
     for i, spec in enumerate(models):
         key = f"model.models[{i}] ({spec.name})"
-        if spec.adapter is not None and not (Path(spec.adapter) / "adapter_config.json").is_file():
+        if spec.adapter is not None and not is_adapter_dir(spec.adapter):
             errors.append(f"{key}.adapter: no PEFT adapter at {spec.adapter} (expected adapter_config.json there)")
         if _looks_local(spec.model) and not Path(spec.model).expanduser().is_dir():
             errors.append(f"{key}.model: no model folder at {spec.model}")
@@ -84,10 +84,10 @@ def check_models(models: list[ModelSpec]) -> list[str]:
                      "not a local folder, so a Hugging Face hub id; offline, only its cache is searched")
             errors.append(f"{key}.model: cannot load {spec.model!r} ({where}): {_first_line(e)}")
             continue
-        if spec.adapter is not None and (Path(spec.adapter) / "adapter_config.json").is_file():
+        if spec.adapter is not None and is_adapter_dir(spec.adapter):
             if problem := adapter_mismatch(spec.adapter, config):
                 errors.append(f"{key}: the adapter {spec.adapter} does not fit the base model {spec.model} "
-                              f"(adapter_config.json names base {adapter_base(spec.adapter)!r}): {problem}")
+                              f"(adapter_config.json names base {recorded_base(spec.adapter)!r}): {problem}")
     return errors
 
 
@@ -122,15 +122,6 @@ def adapter_mismatch(adapter: str, config) -> str | None:
     return None
 
 
-def adapter_base(adapter: str) -> str | None:
-    """The base model recorded in an adapter's ``adapter_config.json`` (None if absent)."""
-    try:
-        return json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8")).get(
-            "base_model_name_or_path")
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def load_for_eval(spec: ModelSpec, index: int, device: torch.device | str | None = None, merge_adapter: bool = True):
     """``(model, tokenizer)`` in eval mode with no gradients; the adapter merged when exact.
 
@@ -149,7 +140,7 @@ def load_for_eval(spec: ModelSpec, index: int, device: torch.device | str | None
     except (RuntimeError, ValueError, KeyError) as e:
         if spec.adapter is None:
             raise EvalError(f"{key}.model: cannot load {spec.model!r}: {_first_line(e)}") from None
-        recorded = adapter_base(spec.adapter)
+        recorded = recorded_base(spec.adapter)
         raise EvalError(
             f"{key}: the adapter {spec.adapter} does not fit the base model {spec.model} "
             f"(adapter_config.json names base {recorded!r}): {_first_line(e)}"
