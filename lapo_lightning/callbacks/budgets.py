@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lapo_lightning.algo import group_length_stats, refine_targets
 from lapo_lightning.callbacks.length_stats import gather_summaries
 from lapo_lightning.callbacks.table_writer import LengthTableWriter
-from lapo_lightning.length_table import LengthEntry, LengthTable, LengthTableError, check_writable, round_half_up
+from lapo_lightning.length_table import LengthEntry, LengthTable, LengthTableError, round_half_up
 from lapo_lightning.rewards import BudgetGaussian
 from lapo_lightning.types import ProblemBatch, StepSummary
 
@@ -80,12 +80,9 @@ class BudgetTargets(LengthTableWriter):
             table = LengthTable.load(self.table)
         except LengthTableError as e:
             raise LengthTableError(f"{KEY}.table: {e}") from None
-        if self.path is None:
-            self.path = str(Path(trainer.log_dir or trainer.default_root_dir) / "length_table_refined.json")
+        self.resolve_path(trainer, "length_table_refined.json")
         if Path(self.path).resolve() == Path(self.table).resolve():
             raise ValueError(f"{KEY}.path: {self.path} is the stage-1 table itself; write the refined table elsewhere")
-        if trainer.is_global_zero:
-            check_writable(self.path)  # fail now, not at the first checkpoint
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "problem_ids"):
             self.check_dataset(table, list(datamodule.problem_ids), datamodule.describe()
@@ -93,9 +90,7 @@ class BudgetTargets(LengthTableWriter):
         self.metadata = {
             "source_table": str(self.table),
             "source_metadata": table.metadata,
-            "model": getattr(getattr(pl_module, "policy_config", None), "model", None),
-            "adapter": getattr(getattr(pl_module, "policy_config", None), "adapter", None),
-            "dataset": datamodule.describe() if hasattr(datamodule, "describe") else None,
+            **self.run_metadata(trainer, pl_module),
             "settings": {"fallback_budget": self.fallback, "refinement": "paper Eq. 8",
                          "length_unit": "generated tokens incl. EOS"},
         }

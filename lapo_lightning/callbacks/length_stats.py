@@ -16,7 +16,6 @@ deduplication script.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -24,7 +23,7 @@ import torch.distributed as dist
 
 from lapo_lightning.algo import group_length_stats
 from lapo_lightning.callbacks.table_writer import LengthTableWriter
-from lapo_lightning.length_table import LengthEntry, check_writable
+from lapo_lightning.length_table import LengthEntry
 from lapo_lightning.types import StepSummary
 
 
@@ -54,16 +53,10 @@ class LengthStatsCollector(LengthTableWriter):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.path is None:
-            self.path = str(Path(trainer.log_dir or trainer.default_root_dir) / "length_table.json")
-        if trainer.is_global_zero:
-            check_writable(self.path)  # fail now, not after hours of training
-        datamodule = getattr(trainer, "datamodule", None)
-        self._problem_ids = list(getattr(datamodule, "problem_ids", []) or [])
+        self.resolve_path(trainer, "length_table.json")
+        self._problem_ids = list(getattr(getattr(trainer, "datamodule", None), "problem_ids", []) or [])
         self.metadata = {
-            "model": getattr(getattr(pl_module, "policy_config", None), "model", None),
-            "adapter": getattr(getattr(pl_module, "policy_config", None), "adapter", None),
-            "dataset": datamodule.describe() if hasattr(datamodule, "describe") else None,
+            **self.run_metadata(trainer, pl_module),
             "settings": {"low_pct": self.low_pct, "high_pct": self.high_pct, "length_unit": "generated tokens incl. EOS"},
         }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from lapo_lightning.length_table import LengthEntry, LengthTable
+from lapo_lightning.length_table import LengthEntry, LengthTable, check_writable
 
 
 class LengthTableWriter(pl.Callback):
@@ -20,6 +20,25 @@ class LengthTableWriter(pl.Callback):
     path: str | None
     entries: dict[str, LengthEntry]
     metadata: dict
+
+    def resolve_path(self, trainer: pl.Trainer, default_name: str) -> None:
+        """Default the path into the run's log folder, and fail now if it is not writable
+        (not at the first checkpoint, hours into training)."""
+        if self.path is None:
+            self.path = str(Path(trainer.log_dir or trainer.default_root_dir) / default_name)
+        if trainer.is_global_zero:
+            check_writable(self.path)
+
+    @staticmethod
+    def run_metadata(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        """Which model, adapter and dataset produced the table."""
+        policy = getattr(pl_module, "policy_config", None)
+        datamodule = getattr(trainer, "datamodule", None)
+        return {
+            "model": getattr(policy, "model", None),
+            "adapter": getattr(policy, "adapter", None),
+            "dataset": datamodule.describe() if hasattr(datamodule, "describe") else None,
+        }
 
     def extra_metadata(self) -> dict:
         """Run counters a subclass adds to the written table's metadata."""
