@@ -87,8 +87,7 @@ class GRPOModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         """Start-up checks that need the data module, before any weights are loaded."""
         self.policy_config.check_paths()
-        if hasattr(self.reference, "check_paths"):
-            self.reference.check_paths()
+        self.reference.check_paths()
         datamodule = getattr(self.trainer, "datamodule", None)
         per_step = getattr(datamodule, "problems_per_step", None)
         if per_step is not None and (per_step * self.grpo.group_size) % self.grpo.micro_batch_size:

@@ -23,6 +23,9 @@ class Reference:
 
     needs_forward: bool = True
 
+    def check_paths(self) -> None:
+        """Fail at start-up, before any weights load, on files this reference needs."""
+
     def setup(self, policy) -> None:
         """Called once after the policy is loaded (e.g. to load extra weights)."""
 

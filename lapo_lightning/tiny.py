@@ -111,7 +111,7 @@ def resolve_model(name: str, cache_dir: str | Path | None = None) -> str:
     spec = name[len(TINY_PREFIX):]
     match = _SPEC.match(spec)
     if match is None:
-        raise ValueError(f"model.policy.model: unknown tiny model {name!r}; expected e.g. 'tiny:llama' or 'tiny:qwen2-h64-l2'")
+        raise ValueError(f"model.policy.model: unknown tiny model {name!r}; expected e.g. 'tiny:llama', 'tiny:qwen2-h64-l2' or 'tiny:llama-e0.4'")
     arch, hidden, layers = match.group(1), int(match.group(2) or 64), int(match.group(3) or 2)
     eos_weight = float(match.group(4)) if match.group(4) is not None else None
     folder = Path(cache_dir or default_cache_dir()) / spec
