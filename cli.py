@@ -1,6 +1,6 @@
-"""Checkout shim: ``python cli.py fit -c configs/debug.yaml`` is ``lapo fit -c configs/debug.yaml``."""
+"""Checkout shim: ``python cli.py fit -c configs/debug/grpo.yaml`` is ``lapo fit -c configs/debug/grpo.yaml``."""
 
-from lapo_lightning.cli import main
+from lapo_lightning.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

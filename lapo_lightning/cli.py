@@ -68,5 +68,11 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
     )
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The ``lapo`` console script. ``main`` returns the CLI object (handy in tests), but a
+    script's return value becomes its exit status, so this returns nothing: success is 0."""
     main()
+
+
+if __name__ == "__main__":
+    run()

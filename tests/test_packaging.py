@@ -33,9 +33,15 @@ def test_environment_yml_matches_pyproject():
     assert listed == wanted
 
 
-def test_console_script_is_the_cli_main():
+def test_console_script_exits_zero_on_success(monkeypatch):
+    """A console script's return value is its exit status: returning the CLI object made a
+    successful `lapo fit` exit 1 and broke `lapo fit ... && lapo fit ...` chains."""
+    import lapo_lightning.cli as cli
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["lapo"] == "lapo_lightning.cli:main"
+    assert project["scripts"]["lapo"] == "lapo_lightning.cli:run"
+    monkeypatch.setattr(cli, "main", lambda args=None: object())
+    assert cli.run() is None
 
 
 def test_nothing_tracked_refers_to_the_shared_folder():
