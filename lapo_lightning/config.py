@@ -6,8 +6,11 @@ message that says what to change.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
+
+import torch
 
 Aggregation = Literal["token_mean", "sequence_mean", "constant"]
 
@@ -68,3 +71,16 @@ class OptimConfig:
             raise ValueError(f"model.optim.lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("model.optim.warmup_steps must be >= 0 and model.optim.min_lr_ratio in [0, 1]")
+
+    def build(self, params, total_steps: int):
+        """AdamW over ``params`` and its LambdaLR schedule for ``total_steps`` optimizer steps."""
+        opt = torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        warmup, floor = self.warmup_steps, self.min_lr_ratio
+
+        def lr_factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)

@@ -13,7 +13,6 @@ accumulating gradients over micro-batches, so ``trainer.global_step`` (and
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 
@@ -105,18 +104,8 @@ class GRPOModule(pl.LightningModule):
         self.policy.train()  # from_pretrained returns eval mode; sampling switches to eval itself
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.optim.lr, betas=self.optim.betas, weight_decay=self.optim.weight_decay)
-        total = self._total_optimizer_steps()
-        warmup, floor = self.optim.warmup_steps, self.optim.min_lr_ratio
-
-        def lr_factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        return [opt], [torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)]
+        opt, sched = self.optim.build([p for p in self.parameters() if p.requires_grad], self._total_optimizer_steps())
+        return [opt], [sched]
 
     def _total_optimizer_steps(self) -> int:
         # estimated_stepping_batches counts batches (capped by max_steps); each batch

@@ -175,6 +175,19 @@ def load_policy(cfg: PolicyConfig, device: torch.device | str | None = None):
     return model, tokenizer
 
 
+def save_trained(model, tokenizer, out_dir: str | Path) -> Path:
+    """Save what training changed, with the tokenizer: a PEFT model's trainable adapter only
+    (never a frozen reference adapter), or the whole model when every weight was trained."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.save_pretrained(out_dir, selected_adapters=[ADAPTER_NAME])
+    else:
+        model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)
+
+
 def export_merged(cfg: PolicyConfig, adapter_dir: str | Path, out_dir: str | Path) -> Path:
     """Merge a saved adapter into a fresh full-precision copy of the base and save it.
 

@@ -1,5 +1,8 @@
 """Export the trained adapter in PEFT format when fit ends (and optionally a merged model).
 
+A module that trains every weight (``SFTModule`` with ``full_finetune``) exports the whole
+model instead, as a ``from_pretrained`` folder.
+
 The ``lapo`` CLI always adds this callback (``export.*`` in YAML). Default folder:
 ``<trainer.log_dir>/adapter`` (and ``<trainer.log_dir>/merged``), which is what the
 stage-2 config and the inference helper point at.
@@ -12,7 +15,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
-from lapo_lightning.policy import ADAPTER_NAME, export_merged
+from lapo_lightning.policy import export_merged, save_trained
 
 
 class ExportAdapter(pl.Callback):
@@ -34,10 +37,8 @@ class ExportAdapter(pl.Callback):
         if not trainer.is_global_zero or pl_module.policy is None:
             return
         out = self.resolve(trainer)
-        # Only the trainable adapter: a frozen reference adapter stays out of the export.
-        pl_module.policy.save_pretrained(out, selected_adapters=[ADAPTER_NAME])
-        pl_module.tokenizer.save_pretrained(out)
-        rank_zero_info(f"adapter saved to {out}")
+        save_trained(pl_module.policy, pl_module.tokenizer, out)
+        rank_zero_info(f"trained weights saved to {out}")
         if self.merged:
             merged = export_merged(pl_module.policy_config, out, out.parent / "merged")
             rank_zero_info(f"merged model saved to {merged}")
