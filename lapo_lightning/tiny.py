@@ -1,8 +1,9 @@
 """Tiny random-init models and a character tokenizer, built by code, for offline runs.
 
 Nothing can be downloaded on CI or a fresh laptop, so the debug configs name a model as
-``tiny:<arch>`` (for example ``tiny:llama``, ``tiny:qwen2-h64-l2`` or ``tiny:llama-e1.0``, whose
-EOS arrives at varied positions). :func:`resolve_model`
+``tiny:<arch>`` (for example ``tiny:llama``, ``tiny:qwen2-h64-l2``, ``tiny:llama-e1.0``, whose
+EOS arrives at varied positions, or ``tiny:llama-h128-l4-n``, which reads every number below
+100 and the budget sentence's words as single tokens: the demo's model). :func:`resolve_model`
 builds it once into a cache folder with ``save_pretrained`` and returns that folder, so the
 model and tokenizer then load through exactly the ``from_pretrained`` path a hub id takes.
 """
@@ -20,15 +21,20 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_SPEC = re.compile(r"^(llama|qwen2)(?:-h(\d+))?(?:-l(\d+))?(?:-e(-?[\d.]+))?$")
+# With ``-n``: numbers 10..99 (0..9 are characters already) and the budget sentence's fixed
+# words as whole tokens, so arithmetic traces and stage-2 prompts are 2-3x shorter.
+NUMBER_PIECES = [str(n) for n in range(10, 100)]
+BUDGET_PIECES = [" I will answer the question with", " tokens."]
+_SPEC = re.compile(r"^(llama|qwen2)(?:-h(\d+))?(?:-l(\d+))?(?:-e(-?[\d.]+))?(-n)?$")
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("LAPO_CACHE", Path.home() / ".cache" / "lapo_lightning")) / "tiny"
 
 
-def build_char_tokenizer():
-    """A byte-level tokenizer with one token per byte (no merges) plus a few whole pieces.
+def build_char_tokenizer(numbers: bool = False):
+    """A byte-level tokenizer with one token per byte (no merges) plus a few whole pieces
+    (and, with ``numbers``, :data:`NUMBER_PIECES` and :data:`BUDGET_PIECES`).
 
     Byte-level BPE with an empty merge list is what Qwen2/Llama-3 style tokenizer classes
     expect, so whichever class ``AutoTokenizer`` picks for the architecture, text round-trips.
@@ -44,6 +50,8 @@ def build_char_tokenizer():
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="left", chat_template=CHAT_TEMPLATE)
     fast.add_special_tokens({"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"})
     fast.add_tokens([p for p in SPECIAL_PIECES if p not in ("<|endoftext|>", "<|pad|>")])
+    if numbers:
+        fast.add_tokens(NUMBER_PIECES + BUDGET_PIECES)
     return fast
 
 
@@ -89,10 +97,10 @@ def set_stop_rate(model, tokenizer, eos_weight: float) -> None:
 
 
 def save_tiny(out_dir: str | Path, arch: str = "llama", hidden: int = 64, layers: int = 2, seed: int = 0,
-              eos_weight: float | None = None) -> Path:
+              eos_weight: float | None = None, numbers: bool = False) -> Path:
     """Build the tokenizer and model and save both to ``out_dir`` (a from_pretrained folder)."""
     out_dir = Path(out_dir)
-    tokenizer = build_char_tokenizer()
+    tokenizer = build_char_tokenizer(numbers)
     model = build_tiny_model(arch, hidden, layers, vocab_size=len(tokenizer), seed=seed)
     if eos_weight is not None:
         set_stop_rate(model, tokenizer, eos_weight)
@@ -105,19 +113,19 @@ def save_tiny(out_dir: str | Path, arch: str = "llama", hidden: int = 64, layers
 
 
 def resolve_model(name: str, cache_dir: str | Path | None = None) -> str:
-    """Turn ``tiny:<arch>[-h<hidden>][-l<layers>][-e<eos weight>]`` into a built folder; pass anything else through."""
+    """Turn ``tiny:<arch>[-h<hidden>][-l<layers>][-e<eos weight>][-n]`` into a built folder; pass anything else through."""
     if not name.startswith(TINY_PREFIX):
         return name
     spec = name[len(TINY_PREFIX):]
     match = _SPEC.match(spec)
     if match is None:
-        raise ValueError(f"model.policy.model: unknown tiny model {name!r}; expected e.g. 'tiny:llama', 'tiny:qwen2-h64-l2' or 'tiny:llama-e0.4'")
+        raise ValueError(f"model.policy.model: unknown tiny model {name!r}; expected e.g. 'tiny:llama', 'tiny:qwen2-h64-l2', 'tiny:llama-e0.4' or 'tiny:llama-h128-l4-n'")
     arch, hidden, layers = match.group(1), int(match.group(2) or 64), int(match.group(3) or 2)
     eos_weight = float(match.group(4)) if match.group(4) is not None else None
     folder = Path(cache_dir or default_cache_dir()) / spec
     if not (folder / "config.json").exists():
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        save_tiny(tmp, arch, hidden, layers, eos_weight=eos_weight)
+        save_tiny(tmp, arch, hidden, layers, eos_weight=eos_weight, numbers=match.group(5) is not None)
         os.makedirs(folder.parent, exist_ok=True)
         try:
             os.replace(tmp, folder)  # atomic: concurrent builders never see half a folder
