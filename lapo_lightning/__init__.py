@@ -14,13 +14,14 @@ from lapo_lightning.prompts import ChatPrompt, PlainPrompt, PromptTemplate
 from lapo_lightning.reference import AdapterDisabled, FrozenAdapter, NoReference, Reference
 from lapo_lightning.rewards import Accuracy, BudgetGaussian, LengthBand, RegexMatch, Reward, ThinkFormat
 from lapo_lightning.rollout import GenerationConfig, HFGenerate, Sampler
+from lapo_lightning.sft import SFTDataModule, SFTModule
 from lapo_lightning.verify import ContainsAnswer, MathVerifier, Verifier
 
 __all__ = [
     "Accuracy", "AdapterDisabled", "BudgetGaussian", "BudgetTargets", "ChatPrompt", "CompactDecode", "ContainsAnswer", "ExportAdapter", "FrozenAdapter",
     "GRPOConfig", "GRPOModule", "GenerationConfig", "HFGenerate", "LapoDataModule", "LengthBand", "LengthStatsCollector",
     "LoraSettings", "MathVerifier", "ProblemFields", "NoReference", "OptimConfig", "PlainPrompt", "PolicyConfig",
-    "PromptTemplate", "Reference", "RegexMatch", "Reward", "SampleLogger", "Sampler", "ThinkFormat",
+    "PromptTemplate", "Reference", "RegexMatch", "Reward", "SFTDataModule", "SFTModule", "SampleLogger", "Sampler", "ThinkFormat",
     "TrainingHealthMonitor", "Verifier",
 ]
 __version__ = "0.1.0"

@@ -1,11 +1,15 @@
 """The ``lapo`` command: LightningCLI over ``GRPOModule`` + ``LapoDataModule``.
 
+Those two are defaults, not the only choice: a YAML may name another module and data
+module by ``class_path`` (``configs/demo/sft.yaml`` runs ``SFTModule`` + ``SFTDataModule``).
+
 ``lapo fit --config configs/stage1.yaml`` trains; ``lapo table PATH`` prints a length
 table's summary. Any importable class is a plugin through ``class_path``; the package
 re-exports the public ones so YAML can use short names (``class_path: LengthBand``).
 ``lapo eval --config configs/eval.yaml`` evaluates models (``lapo_lightning/evaluation``);
 ``lapo answer --adapter DIR "question"`` answers one question with a trained adapter,
-optionally with ``--budget N`` injected (``lapo_lightning/inference.py``).
+optionally with ``--budget N`` injected (``lapo_lightning/inference.py``). ``lapo demo`` runs
+the offline CPU demo (``lapo_lightning/demo/``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import sys
 import warnings
 
+import lightning.pytorch as pl
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
 
@@ -39,7 +44,10 @@ set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 class LapoCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        # Always on, configured under `export.*`: every run leaves a usable adapter.
+        # GRPO unless the YAML names another class; plain `model: {policy: ...}` keys fill these.
+        parser.set_defaults({"model": {"class_path": f"{GRPOModule.__module__}.{GRPOModule.__name__}"},
+                             "data": {"class_path": f"{LapoDataModule.__module__}.{LapoDataModule.__name__}"}})
+        # Always on, configured under `export.*`: every run leaves its trained weights.
         parser.add_lightning_class_args(ExportAdapter, "export")
 
 
@@ -53,6 +61,10 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
         from lapo_lightning.inference import main as answer_main
 
         raise SystemExit(answer_main(argv[1:]))
+    if argv[:1] == ["demo"]:  # `lapo demo`: every configs/demo phase in turn, resumable
+        from lapo_lightning.demo.run import main as demo_main
+
+        raise SystemExit(demo_main(argv[1:]))
     if argv[:1] == ["eval"]:  # `lapo eval --config configs/eval.yaml`: trainer.test per model, one report
         from lapo_lightning.evaluation.run import main as eval_main
 
@@ -61,8 +73,10 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
     for pattern in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     return LapoCLI(
-        GRPOModule,
-        LapoDataModule,
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
         args=args,
         save_config_kwargs={"overwrite": True},
     )

@@ -309,16 +309,23 @@ class LapoDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # Under DDP Lightning wraps this sampler in a distributed one; the order stays seeded.
-        sampler = EpochShuffle(len(self.train_problems), self.seed)
+        sampler = self.train_sampler()
         if self._resume is not None:
             epoch, batches = self._resume
             sampler.skip_once(epoch, batches * self.problems_per_step)
             self._resume = None
         return self._loader(self.train_problems, sampler)
 
+    def train_sampler(self) -> EpochShuffle:
+        return EpochShuffle(len(self.train_problems), self.seed)
+
     def val_dataloader(self) -> DataLoader | list:
         problems = self.val_problems
         return self._loader(problems, EpochShuffle(len(problems), self.seed, shuffle=False)) if problems else []
+
+    def collate_fn(self):
+        """Turns a list of ``Problem`` into one batch (module-level, so worker processes can pickle it)."""
+        return collate_problems
 
     def _loader(self, problems: list[Problem], sampler: EpochShuffle) -> DataLoader:
         return DataLoader(
@@ -326,7 +333,7 @@ class LapoDataModule(pl.LightningDataModule):
             batch_size=self.problems_per_step,
             sampler=sampler,
             drop_last=False,
-            collate_fn=collate_problems,
+            collate_fn=self.collate_fn(),
             num_workers=self.num_workers,
         )
 

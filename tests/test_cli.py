@@ -72,6 +72,9 @@ def test_stage1_resume_gives_the_same_table_as_an_uninterrupted_run(tmp_path):
 
 def test_cli_shim_and_help(tmp_path):
     out = subprocess.run([sys.executable, "cli.py", "fit", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "GRPOModule" in out.stdout  # the default module class
+    out = subprocess.run([sys.executable, "cli.py", "fit", "--model.help", "GRPOModule"], capture_output=True,
+                         text=True, cwd=ROOT)
     assert out.returncode == 0 and "--model.grpo.group_size" in out.stdout
 
 

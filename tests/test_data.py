@@ -239,3 +239,23 @@ def test_problem_batch_survives_transfer_to_device():
     batch = ProblemBatch(problem_ids=["a", "b"], problems=["p", "q"], answers=["1", "2"], budgets=[None, 300])
     moved = move_data_to_device(batch, torch.device("cpu"))
     assert isinstance(moved, ProblemBatch) and moved == batch
+
+
+def test_bucketed_order_is_a_seeded_permutation_of_similar_length_batches():
+    from lapo_lightning.order import EpochShuffle
+
+    lengths = [(i * 37) % 101 for i in range(256)]
+    sampler = EpochShuffle(256, seed=1, lengths=lengths, batch_size=8, pool=4)
+    order = list(sampler)
+    assert sorted(order) == list(range(256)) and order == list(EpochShuffle(256, 1, lengths=lengths, batch_size=8, pool=4))
+    batches = [order[i:i + 8] for i in range(0, 256, 8)]
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    plain = list(EpochShuffle(256, seed=1))
+    plain_spread = sum(max(lengths[i] for i in plain[k:k + 8]) - min(lengths[i] for i in plain[k:k + 8])
+                       for k in range(0, 256, 8)) / 32
+    assert spread < 0.5 * plain_spread  # padding saved
+    sampler.set_epoch(1)
+    assert list(sampler) != order  # a new order each epoch
+    sampler.set_epoch(0)
+    sampler.skip_once(0, 24)
+    assert list(sampler) == order[24:]  # the resume skip applies to the bucketed order
