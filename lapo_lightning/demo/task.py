@@ -6,7 +6,7 @@ trace in ``solution``), ``train.jsonl`` (RL problems) and ``test.jsonl`` (held o
 use the same fields as the real math sets (``id``, ``problem``, ``answer``, plus ``level``),
 so the same data module, verifier and evaluation read them.
 
-A problem ``3+5+2+7`` (level = terms / 2) is solved in its trace by one running-sum step per
+A problem ``3+5+2+7`` (level = terms - 1, so 1 to 4) is solved in its trace by one running-sum step per
 term, so the *necessary* reasoning grows with difficulty::
 
      3+5=8 8+2=10 10+7=17 check 8+2=10 ok </think> \\boxed{17}
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LEVELS = (1, 2, 3, 4)
-TERMS_PER_LEVEL = 2  # level k sums 2k digits
+EXTRA_TERMS = 1  # level k sums k + 1 digits
 # P(number of redundant checks = k), k = 0..5: median 1, mean 1.75.
 CHECK_WEIGHTS = (0.30, 0.25, 0.15, 0.10, 0.10, 0.10)
 # Rows per level. Level 1 has only 81 distinct problems: 30 are held out for the test split.
@@ -44,7 +44,7 @@ class SumProblem:
 
     @property
     def level(self) -> int:
-        return len(self.terms) // TERMS_PER_LEVEL
+        return len(self.terms) - EXTRA_TERMS
 
     @property
     def text(self) -> str:
@@ -64,7 +64,7 @@ class SumProblem:
 
 
 def sample_problem(rng: random.Random, level: int) -> SumProblem:
-    return SumProblem(tuple(rng.randint(1, 9) for _ in range(TERMS_PER_LEVEL * level)))
+    return SumProblem(tuple(rng.randint(1, 9) for _ in range(level + EXTRA_TERMS)))
 
 
 def trace(problem: SumProblem, rng: random.Random, checks: int | None = None) -> str:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_running_sum_steps_and_level():
     p = SumProblem((3, 5, 2, 7))
-    assert (p.text, p.answer, p.level) == ("3+5+2+7", 17, 2)
+    assert (p.text, p.answer, p.level) == ("3+5+2+7", 17, 3)
     assert p.steps() == ["3+5=8", "8+2=10", "10+7=17"]
 
 
@@ -34,7 +34,7 @@ def test_trace_holds_every_step_then_redundant_checks_then_the_boxed_answer():
 
 def test_traces_verify_with_the_real_math_verifier():
     rng = random.Random(1)
-    problems = [SumProblem(tuple(rng.randint(1, 9) for _ in range(2 * lv))) for lv in (1, 2, 3, 4)]
+    problems = [SumProblem(tuple(rng.randint(1, 9) for _ in range(lv + 1))) for lv in (1, 2, 3, 4)]
     texts = [trace(p, rng) for p in problems]
     result = MathVerifier()(texts + texts, [str(p.answer) for p in problems] + [str(p.answer + 1) for p in problems])
     assert result.correct.tolist() == [True] * 4 + [False] * 4
