@@ -11,16 +11,25 @@ Workloads (a random-init Llama, so lengths are controlled by construction):
 The "floor" row is raw batched ``generate`` plus one forward/backward of the same LoRA
 model over the generated batch (same micro-batches), with nothing else.
 
+On a GPU, ``--preset qwen2.5-1.5b`` swaps the tiny Llama for a random-init Qwen2 of
+Qwen2.5-1.5B's shape (its vocabulary size too, with the project's character tokenizer
+in its first rows) whose EOS probability per token is calibrated for each workload;
+``--load-in-4bit`` loads it as QLoRA does (NF4, compute in ``--dtype``) through the
+project's own ``PolicyConfig`` and, for TRL, the same ``BitsAndBytesConfig``.
+benchmarks/gpu_check.sh runs that on the device machine.
+
     pip install -e ".[bench]"
     python benchmarks/trl_compare.py                  # the table in docs/performance.md
     python benchmarks/trl_compare.py --scaling        # our step time as G, B, T double
     python benchmarks/trl_compare.py --smoke          # seconds; used by the test suite
+    python benchmarks/trl_compare.py --device cuda --preset qwen2.5-1.5b --load-in-4bit --dtype bfloat16
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -33,6 +42,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ("floor", "lapo", "trl")
 EOS_WEIGHT = {"equal": -5.0, "varied": 0.5}  # EOS logit weight on a constant feature (see build_models)
+# --preset shapes (random-init Qwen2, tied embeddings as in Qwen2.5-1.5B). The vocabulary is
+# the real model's size; the character tokenizer fills its first rows and sampled ids past
+# them decode to nothing, as a padded vocabulary's unused rows do.
+PRESETS = {
+    "qwen2.5-1.5b": {"hidden_size": 1536, "num_hidden_layers": 28, "num_attention_heads": 12,
+                     "num_key_value_heads": 2, "intermediate_size": 8960, "vocab_size": 151936},
+    "qwen2-tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,  # the same path, test-sized
+                   "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 1024},
+}
 
 
 # ----------------------------------------------------------------------------- models
@@ -43,6 +61,58 @@ def build_models(root: Path, hidden: int, layers: int) -> dict[str, str]:
 
     return {workload: str(save_tiny(root / workload, "llama", hidden, layers, eos_weight=weight))
             for workload, weight in EOS_WEIGHT.items()}
+
+
+def build_preset_models(root: Path, preset: str, max_new_tokens: int, device: str, dtype: str) -> dict[str, str]:
+    """One folder per workload: the same random Qwen2 of ``PRESETS[preset]``'s shape, saved in
+    ``dtype``, whose EOS probability per sampled token is set by :func:`calibrate_eos`: about
+    0 (equal) or 4 / max_new_tokens (varied: mean length ~T/4, >10x spread within a group)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from lapo_lightning.tiny import build_char_tokenizer, set_stop_rate
+
+    tokenizer = build_char_tokenizer()
+    config = Qwen2Config(**PRESETS[preset], tie_word_embeddings=True, bos_token_id=None,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    folders = {}
+    for workload, stop_p in {"equal": 1e-12, "varied": min(4 / max_new_tokens, 0.5)}.items():
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = Qwen2ForCausalLM(config).to(getattr(torch, dtype))
+        set_stop_rate(model, tokenizer, 1.0)  # EOS logit = the near-constant feature itself
+        weight = calibrate_eos(model, tokenizer, stop_p)
+        with torch.no_grad():
+            model.get_output_embeddings().weight[tokenizer.eos_token_id, 0] = weight
+        for key in ("eos_token_id", "pad_token_id"):  # what generate() stops and pads with
+            setattr(model.generation_config, key, getattr(config, key))
+        folders[workload] = str(root / workload)
+        model.save_pretrained(folders[workload])
+        tokenizer.save_pretrained(folders[workload])
+        print(f"built {preset} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f}B parameters) for {workload}: "
+              f"EOS weight {weight:.3f} for P(EOS) ~ {stop_p:.2g} per token", flush=True)
+        del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return folders
+
+
+def calibrate_eos(model, tokenizer, stop_p: float) -> float:
+    """The EOS head weight that makes P(EOS) ~ ``stop_p`` per token, taken as the median over a
+    random continuation of a benchmark prompt. Needs ``set_stop_rate(model, tokenizer, 1.0)``
+    first, so that the EOS logit equals the near-constant feature it is a multiple of."""
+    import torch
+
+    prompt = tokenizer(render(problems(1)[0]["problem"]), add_special_tokens=False, return_tensors="pt").input_ids
+    ids = torch.cat([prompt, torch.randint(0, model.config.vocab_size, (1, 64))], 1).to(model.device)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, prompt.shape[1]:].float()  # [64, V]
+    feature = logits[:, tokenizer.eos_token_id].clone()
+    logits[:, [tokenizer.eos_token_id, tokenizer.pad_token_id]] = -math.inf
+    target = logits.logsumexp(-1) + math.log(stop_p / (1 - stop_p))  # EOS logit giving P(EOS) = stop_p
+    if not bool((feature > 0).all()):
+        raise RuntimeError("EOS calibration: the stop feature is not positive at every position")
+    return float((target / feature).median())
 
 
 def problems(n: int) -> list[dict]:
@@ -67,13 +137,12 @@ def run_lapo(cfg: dict) -> dict:
     import lightning.pytorch as pl
 
     from lapo_lightning import (Accuracy, ContainsAnswer, GenerationConfig, GRPOConfig, GRPOModule, LapoDataModule,
-                                LoraSettings, OptimConfig, PolicyConfig)
+                                OptimConfig)
 
     data = Path(cfg["tmp"]) / "problems.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in problems(cfg["B"] * cfg["total_steps"])))
     module = GRPOModule(
-        policy=PolicyConfig(model=cfg["model"], lora=LoraSettings(r=8, alpha=16),
-                            gradient_checkpointing=cfg["checkpointing"]),
+        policy=policy_config(cfg),
         rewards=[Accuracy()],
         grpo=GRPOConfig(group_size=cfg["G"], kl_coef=cfg["kl"], micro_batch_size=cfg["micro"]),
         generation=GenerationConfig(max_new_tokens=cfg["T"], temperature=1.0),
@@ -86,6 +155,7 @@ def run_lapo(cfg: dict) -> dict:
     def timed_sample(*args, **kwargs):
         start = time.perf_counter()
         rollouts = sample(*args, **kwargs)
+        sync()
         timings.append({"gen_s": time.perf_counter() - start, "gen_tokens": int(rollouts.lengths.sum()),
                         "train_tokens": int(rollouts.prompt_mask.sum() + rollouts.completion_mask.sum())})
         return rollouts
@@ -97,9 +167,11 @@ def run_lapo(cfg: dict) -> dict:
             self.start = time.perf_counter()
 
         def on_train_batch_end(self, *args):
+            sync()
             timings[-1]["step_s"] = time.perf_counter() - self.start
 
-    trainer = pl.Trainer(accelerator="auto", devices=1, max_steps=cfg["total_steps"], logger=False,
+    trainer = pl.Trainer(accelerator={"cpu": "cpu", "cuda": "gpu"}[cfg["device"]], devices=1,
+                         max_steps=cfg["total_steps"], logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[StepTimer()])
     trainer.fit(module, LapoDataModule(str(data), problems_per_step=cfg["B"], seed=0))
@@ -124,9 +196,10 @@ def run_trl(cfg: dict) -> dict:
         output_dir=str(Path(cfg["tmp"]) / "trl"), per_device_train_batch_size=cfg["micro"],
         gradient_accumulation_steps=n // cfg["micro"], num_generations=cfg["G"], max_completion_length=cfg["T"],
         learning_rate=1e-5, beta=cfg["kl"], num_iterations=1, max_steps=cfg["total_steps"], temperature=1.0,
-        top_p=1.0, loss_type="dapo", logging_steps=1, report_to="none", save_strategy="no", use_cpu=True,
-        bf16=False, seed=0, disable_dropout=True, shuffle_dataset=False,
+        top_p=1.0, loss_type="dapo", logging_steps=1, report_to="none", save_strategy="no",
+        use_cpu=cfg["device"] == "cpu", bf16=False, seed=0, disable_dropout=True, shuffle_dataset=False,
         gradient_checkpointing=cfg["checkpointing"],  # TRL's GRPO default is True: set it like ours
+        model_init_kwargs=trl_model_kwargs(cfg),
     )
     tokenizer = AutoTokenizer.from_pretrained(cfg["model"], padding_side="left")
     timings: list[dict] = []
@@ -137,16 +210,22 @@ def run_trl(cfg: dict) -> dict:
             timings.append({"gen_s": 0.0, "gen_tokens": 0, "train_tokens": 0})
 
         def on_step_end(self, *a, **k):
+            sync()
             timings[-1]["step_s"] = time.perf_counter() - self.start
 
     trainer = GRPOTrainer(model=cfg["model"], reward_funcs=accuracy, args=args, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=[StepTimer()],
                           peft_config=LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    if cfg["load_in_4bit"]:
+        from lapo_lightning.policy import disable_cpu_inference_repack
+
+        disable_cpu_inference_repack(trainer.model)  # as load_policy does: no-op on CUDA, a fix on some CPUs
     generate = trainer.model.generate
 
     def timed_generate(*a, **k):
         start = time.perf_counter()
         out = generate(*a, **k)
+        sync()
         prompt_len = k["input_ids"].shape[1] if "input_ids" in k else a[0].shape[1]
         completion = out[:, prompt_len:]
         ends = (completion == tokenizer.eos_token_id).int()
@@ -165,23 +244,26 @@ def run_trl(cfg: dict) -> dict:
 def run_floor(cfg: dict) -> dict:
     import torch
 
-    from lapo_lightning.policy import LoraSettings, PolicyConfig, load_policy
+    from lapo_lightning.policy import load_policy
 
-    model, tokenizer = load_policy(PolicyConfig(model=cfg["model"], lora=LoraSettings(r=8, alpha=16),
-                                                gradient_checkpointing=cfg["checkpointing"]))
+    device = torch_device(cfg)
+    model, tokenizer = load_policy(policy_config(cfg), device=device)
+    if not cfg["load_in_4bit"]:  # a 4-bit model is quantized straight onto the device
+        model.to(device)
     rows = problems(cfg["B"] * cfg["total_steps"])
     timings = []
     for step in range(cfg["total_steps"]):
         batch = rows[step * cfg["B"]:(step + 1) * cfg["B"]]
         enc = tokenizer([render(r["problem"]) for r in batch], return_tensors="pt", padding=True,
                         add_special_tokens=False)
-        ids, mask = (enc[k].repeat_interleave(cfg["G"], 0) for k in ("input_ids", "attention_mask"))
+        ids, mask = (enc[k].repeat_interleave(cfg["G"], 0).to(device) for k in ("input_ids", "attention_mask"))
         start = time.perf_counter()
         model.eval()
         with torch.no_grad():
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=cfg["T"], do_sample=True,
                                  temperature=1.0, top_p=1.0, top_k=0, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id)
+        sync()
         gen_s = time.perf_counter() - start
         model.train()
         completion = out[:, ids.shape[1]:]
@@ -191,9 +273,46 @@ def run_floor(cfg: dict) -> dict:
         for i in range(0, len(out), cfg["micro"]):  # one forward/backward, same micro-batches
             logits = model(input_ids=out[i:i + cfg["micro"]], attention_mask=full_mask[i:i + cfg["micro"]].long()).logits
             logits.float().log_softmax(-1).mean().backward()
+        sync()
         timings.append({"gen_s": gen_s, "step_s": time.perf_counter() - start,
                         "gen_tokens": int(completion_mask.sum()), "train_tokens": int(full_mask.sum())})
     return {"steps": timings}
+
+
+def policy_config(cfg: dict):
+    """The project's PolicyConfig for a run (lapo and floor): LoRA r 8, optionally 4-bit NF4."""
+    from lapo_lightning.policy import LoraSettings, PolicyConfig
+
+    return PolicyConfig(model=cfg["model"], lora=LoraSettings(r=8, alpha=16),
+                        gradient_checkpointing=cfg["checkpointing"], dtype=cfg["dtype"],
+                        load_in_4bit=cfg["load_in_4bit"], bnb_compute_dtype=cfg["dtype"])
+
+
+def trl_model_kwargs(cfg: dict) -> dict:
+    """TRL's from_pretrained arguments matching :func:`policy_config` (PolicyConfig's NF4 settings)."""
+    import torch
+
+    kwargs: dict = {"dtype": cfg["dtype"]}
+    if cfg["load_in_4bit"]:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=getattr(torch, cfg["dtype"]),
+            bnb_4bit_use_double_quant=True)
+        kwargs["device_map"] = {"": torch_device(cfg)}
+    return kwargs
+
+
+def torch_device(cfg: dict) -> str:
+    return "cuda:0" if cfg["device"] == "cuda" else "cpu"
+
+
+def sync() -> None:
+    """Wait for queued CUDA work, so wall-clock timings cover it (no-op on CPU)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def worker(system: str, cfg: dict) -> None:
@@ -207,14 +326,45 @@ def worker(system: str, cfg: dict) -> None:
 
 
 # ------------------------------------------------------------------------ orchestration
-def run_one(system: str, cfg: dict) -> dict:
+def run_one(system: str, cfg: dict, timeout: float | None = None) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run([sys.executable, __file__, "--worker", system, "--cfg", json.dumps(cfg)],
-                          capture_output=True, text=True, env=env, cwd=ROOT)
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{system} worker failed:\n{proc.stderr[-4000:]}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+class Budget:
+    """Runs workers until ``seconds`` (None: no limit) are spent: a run is skipped when the
+    longest run so far would not fit in what is left, and killed at the deadline. A failed
+    worker is reported and the others still run (main exits non-zero after the table)."""
+
+    def __init__(self, seconds: float | None):
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.longest = 0.0
+        self.skipped: list[str] = []
+        self.failed: list[str] = []
+
+    def run(self, system: str, cfg: dict, label: str) -> dict | None:
+        left = None if self.deadline is None else self.deadline - time.monotonic()
+        if left is not None and left < max(self.longest, 1.0):
+            self.skipped.append(label)
+            return None
+        start = time.monotonic()
+        try:
+            result = run_one(system, cfg, timeout=left)
+        except subprocess.TimeoutExpired:
+            self.skipped.append(label + " (killed at the deadline)")
+            return None
+        except RuntimeError as error:
+            print(f"FAILED {label}: {error}", file=sys.stderr, flush=True)
+            self.failed.append(label)
+            return None
+        self.longest = max(self.longest, time.monotonic() - start)
+        print(f"done {label} in {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+        return result
 
 
 def summarise(result: dict, warmup: int) -> dict:
@@ -234,12 +384,15 @@ def summarise(result: dict, warmup: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
+    gpu = any(r.get("peak_gpu_mb") is not None for r in rows)  # the column only where CUDA ran
     lines = ["| workload | system | s/step | gen s/step | gen tok/s | train tok/s | tokens/step | peak RSS MB "
-             "| lapo/TRL speed |", "|---|---|---|---|---|---|---|---|---|"]
+             + ("| peak GPU MB " if gpu else "") + "| lapo/TRL speed |",
+             "|---|---|---|---|---|---|---|---|" + "---|" * (1 + gpu)]
     for r in rows:
+        gpu_cell = f"{r['peak_gpu_mb'] or 0:.0f} | " if gpu else ""
         lines.append(f"| {r['workload']} | {r['system']} | {r['s_per_step']:.2f} | {r['gen_s']:.2f} | "
                      f"{r['gen_tok_s']:.0f} | {r['train_tok_s']:.0f} | {r['mean_len']:.0f} | "
-                     f"{r['peak_rss_mb']:.0f} | {r.get('speedup', '')} |")
+                     f"{r['peak_rss_mb']:.0f} | {gpu_cell}{r.get('speedup', '')} |")
     return "\n".join(lines)
 
 
@@ -251,8 +404,14 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="completions per problem (G)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--micro", type=int, default=8, help="rollouts per forward/backward")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--hidden", type=int, default=256, help="tiny Llama's width (ignored with --preset)")
+    parser.add_argument("--layers", type=int, default=6, help="tiny Llama's depth (ignored with --preset)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a random-init Qwen2 of this shape instead")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="unquantized weights, and the 4-bit layers' compute")
+    parser.add_argument("--load-in-4bit", action="store_true", help="NF4 base (QLoRA) in every system")
+    parser.add_argument("--budget-s", type=float, help="stop starting runs when this many seconds are spent")
     parser.add_argument("--steps", type=int, default=4, help="measured steps (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--kl", type=float, default=0.04)
@@ -269,36 +428,63 @@ def main() -> None:
     if args.smoke:
         args.problems, args.group, args.max_new_tokens, args.micro = 2, 2, 8, 2
         args.hidden, args.layers, args.steps, args.warmup = 64, 2, 1, 0
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA device here")
     systems = [s for s in args.systems.split(",") if s != "trl" or _has_trl()]
+    budget = Budget(args.budget_s)
+    rows: list[dict] = []
+
+    def save() -> None:  # after each workload too, so a run cut short still leaves its rows
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=2))
+
     with tempfile.TemporaryDirectory() as tmp:
-        models = build_models(Path(tmp) / "models", args.hidden, args.layers)
+        if args.preset:
+            models = build_preset_models(Path(tmp) / "models", args.preset, args.max_new_tokens, args.device,
+                                         args.dtype)
+        else:
+            models = build_models(Path(tmp) / "models", args.hidden, args.layers)
         base = {"B": args.problems, "G": args.group, "T": args.max_new_tokens, "micro": args.micro, "kl": args.kl,
                 "total_steps": args.steps + args.warmup, "tmp": tmp,
-                "checkpointing": args.checkpointing == "on"}
-        rows = []
+                "checkpointing": args.checkpointing == "on", "device": args.device, "dtype": args.dtype,
+                "load_in_4bit": args.load_in_4bit}
         if args.scaling:
             variants = {"base": {}, "2x G": {"G": 2 * args.group}, "2x B": {"B": 2 * args.problems},
                         "2x T": {"T": 2 * args.max_new_tokens}}
             for name, change in variants.items():
                 for workload in args.workloads.split(","):
                     cfg = base | change | {"model": models[workload]}
-                    rows.append({"workload": f"{workload} {name}", "system": "lapo",
-                                 **summarise(run_one("lapo", cfg), args.warmup)})
+                    result = budget.run("lapo", cfg, f"{workload} {name}/lapo")
+                    if result is not None:
+                        rows.append({"workload": f"{workload} {name}", "system": "lapo",
+                                     **summarise(result, args.warmup)})
+                save()
         else:
             for workload in args.workloads.split(","):
                 cfg = base | {"model": models[workload]}
-                by_system = {s: summarise(run_one(s, cfg), args.warmup) for s in systems}  # alternating
+                results = {s: budget.run(s, cfg, f"{workload}/{s}") for s in systems}  # alternating
+                by_system = {s: summarise(r, args.warmup) for s, r in results.items() if r is not None}
                 for system, summary in by_system.items():
                     row = {"workload": workload, "system": system, **summary}
                     if system == "lapo" and "trl" in by_system:
                         row["speedup"] = f"{by_system['trl']['s_per_step'] / summary['s_per_step']:.2f}x"
                     rows.append(row)
+                save()
+    model = (f"{args.preset} (random Qwen2)" if args.preset else f"llama h{args.hidden} l{args.layers}")
+    if args.device != "cpu" or args.load_in_4bit or args.dtype != "float32":
+        model += f" {'nf4 + ' if args.load_in_4bit else ''}{args.dtype} on {args.device}"
     print(f"B={args.problems} G={args.group} T={args.max_new_tokens} micro={args.micro} "
-          f"model=llama h{args.hidden} l{args.layers} kl={args.kl} checkpointing={args.checkpointing} "
+          f"model={model} kl={args.kl} checkpointing={args.checkpointing} "
           f"steps={args.steps} (+{args.warmup} warm-up)")
     print(table(rows))
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+    if budget.skipped:
+        print(f"not run, --budget-s {args.budget_s:g} spent: " + ", ".join(budget.skipped))
+    save()
+    if budget.failed:
+        sys.exit("failed (stderr above): " + ", ".join(budget.failed))
 
 
 def _has_trl() -> bool:

@@ -72,6 +72,12 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for pattern in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    return build_cli(args)
+
+
+def build_cli(args: list[str] | None = None, run: bool = True) -> LapoCLI:
+    """The training CLI exactly as ``lapo fit`` builds it (``run=False``: parse and instantiate only)."""
+    kwargs = {"run": False} if not run else {}
     return LapoCLI(
         pl.LightningModule,
         pl.LightningDataModule,
@@ -79,6 +85,7 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
         subclass_mode_data=True,
         args=args,
         save_config_kwargs={"overwrite": True},
+        **kwargs,
     )
 
 

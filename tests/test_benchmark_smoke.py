@@ -1,12 +1,16 @@
 """The TRL comparison benchmark runs end to end at tiny sizes, so it cannot rot.
 
 Not a timing test: it checks that every system's worker runs one step and the table
-prints. Run: pytest tests/test_benchmark_smoke.py -q
+prints, on CPU; the GPU check's paths (``--preset``, ``--load-in-4bit``, bf16, the
+calibrated EOS rate) at test size; and that benchmarks/gpu_check.sh parses. CUDA itself
+is exercised only by running benchmarks/gpu_check.sh on a GPU machine.
+Run: pytest tests/test_benchmark_smoke.py -q
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +18,75 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+HAS_TRL = importlib.util.find_spec("trl") is not None
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(tmp_path):
     out = subprocess.run(
         [sys.executable, "benchmarks/trl_compare.py", "--smoke", "--workloads", "varied", "--out", str(tmp_path / "r.json")],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    systems = {"floor", "lapo"} | ({"trl"} if importlib.util.find_spec("trl") else set())
+    systems = {"floor", "lapo"} | ({"trl"} if HAS_TRL else set())
     for system in systems:
         assert f"| varied | {system} |" in out.stdout
     assert (tmp_path / "r.json").stat().st_size > 0
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("trl_compare", ROOT / "benchmarks/trl_compare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_gpu_check_path(tmp_path, monkeypatch, capsys):
+    """What gpu_check.sh runs, test-sized and on CPU: a Qwen2 preset, NF4 + bf16 in every
+    system. Workers run in this process (the subprocess boundary is test_benchmark_smoke's)."""
+    pytest.importorskip("bitsandbytes")
+    import torch
+
+    bench = load_benchmark()
+    monkeypatch.setattr(bench, "run_one", lambda system, cfg, timeout=None:
+                        getattr(bench, f"run_{system}")(cfg) | {"peak_rss_mb": 0.0})
+    monkeypatch.setattr(sys, "argv", ["trl_compare.py", "--smoke", "--preset", "qwen2-tiny", "--load-in-4bit",
+                                      "--dtype", "bfloat16", "--workloads", "varied", "--budget-s", "600",
+                                      "--out", str(tmp_path / "r.json")])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # test-sized model: extra threads only wait on each other (~30x slower on a busy CPU)
+    try:
+        bench.main()
+    finally:
+        torch.set_num_threads(threads)
+    assert "model=qwen2-tiny (random Qwen2) nf4 + bfloat16 on cpu" in capsys.readouterr().out
+    rows = {r["system"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert set(rows) == {"floor", "lapo"} | ({"trl"} if HAS_TRL else set())
+    for row in rows.values():  # smoke: B 2 x G 2 rollouts of at most 8 tokens; EOS at ~0.5 per token
+        assert 0 < row["mean_len"] < 2 * 2 * 8, row
+    gpu_table = bench.table([rows["lapo"] | {"peak_gpu_mb": 1234.0, "speedup": "1.00x"}])
+    assert gpu_table.splitlines()[0].count("|") == gpu_table.splitlines()[-1].count("|") == 11
+    assert "| 1234 | 1.00x |" in gpu_table
+
+
+def test_preset_eos_rate_is_calibrated(tmp_path):
+    """The preset's workloads: EOS practically never (equal), ~4/T per token (varied)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    bench = load_benchmark()
+    folders = bench.build_preset_models(tmp_path, "qwen2-tiny", 16, "cpu", "float32")  # target 4/16 = 0.25
+    torch.manual_seed(1)
+    ids = torch.randint(0, bench.PRESETS["qwen2-tiny"]["vocab_size"], (4, 48))
+    p_eos = {}
+    for workload, folder in folders.items():
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        with torch.no_grad():
+            p_eos[workload] = model(input_ids=ids).logits.softmax(-1)[..., model.config.eos_token_id]
+    assert p_eos["equal"].max() < 1e-6
+    assert 0.1 < p_eos["varied"].mean() < 0.5, p_eos["varied"].mean()
+
+
+def test_gpu_check_script_parses():
+    out = subprocess.run(["bash", "-n", "benchmarks/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

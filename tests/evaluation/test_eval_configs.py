@@ -1,4 +1,4 @@
-"""The evaluation configs (configs/**/eval.yaml) parse and instantiate without loading weights.
+"""The evaluation configs (configs/**/eval*.yaml) parse and instantiate without loading weights.
 
 tests/test_configs.py skips them (they configure ``lapo eval``, not training). Their data
 settings are checked against the real files; the debug config's models are checked too
@@ -16,11 +16,12 @@ from lapo_lightning.evaluation import EvalModule
 from lapo_lightning.evaluation.run import EvalCLI
 
 ROOT = Path(__file__).resolve().parents[2]
-EVAL_CONFIGS = sorted((ROOT / "configs").rglob("eval.yaml"))
+EVAL_CONFIGS = sorted((ROOT / "configs").rglob("eval*.yaml"))
 
 
-def test_both_eval_configs_exist():
-    assert [p.relative_to(ROOT / "configs").as_posix() for p in EVAL_CONFIGS] == ["debug/eval.yaml", "eval.yaml"]
+def test_every_eval_config_is_found():
+    assert [p.relative_to(ROOT / "configs").as_posix() for p in EVAL_CONFIGS] == [
+        "debug/eval.yaml", "demo/eval_greedy.yaml", "demo/eval_sampled.yaml", "eval.yaml"]
 
 
 @pytest.mark.parametrize("config", EVAL_CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
