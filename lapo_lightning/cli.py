@@ -77,7 +77,6 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LapoCLI:
     """The training CLI exactly as ``lapo fit`` builds it (``run=False``: parse and instantiate only)."""
-    kwargs = {"run": False} if not run else {}
     return LapoCLI(
         pl.LightningModule,
         pl.LightningDataModule,
@@ -85,7 +84,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LapoCLI:
         subclass_mode_data=True,
         args=args,
         save_config_kwargs={"overwrite": True},
-        **kwargs,
+        run=run,
     )
 
 
