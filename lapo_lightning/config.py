@@ -37,6 +37,8 @@ class GRPOConfig:
     """Gradient-norm clip per optimizer step; null disables it."""
     adv_eps: float = 1e-4
     """Added to the group std in the advantage denominator."""
+    shared_prefix: bool = True
+    """Training/reference forwards run each group's prompt once (same loss); false = plain padded forward."""
 
     def __post_init__(self) -> None:
         problems = []

@@ -28,6 +28,7 @@ from lapo_lightning.prompts import PlainPrompt, PromptTemplate
 from lapo_lightning.reference import AdapterDisabled, NoReference, Reference
 from lapo_lightning.rewards import Accuracy, Reward, score
 from lapo_lightning.rollout import GenerationConfig, Sampler
+from lapo_lightning.shared_prefix import shared_prefix_logprobs
 from lapo_lightning.types import ProblemBatch, RolloutBatch, StepSummary
 from lapo_lightning.verify import MathVerifier, Verifier
 
@@ -196,13 +197,23 @@ class GRPOModule(pl.LightningModule):
     def micro_batches(self, rollouts: RolloutBatch) -> list[Tensor]:
         """Index tensors of ``micro_batch_size`` rollouts, bucketed by length.
 
-        Rollouts are sorted by real (unpadded) length before splitting, and each
-        micro-batch is trimmed to its own longest row in ``completion_logprobs``, so the
-        training forward spends almost nothing on padding. The loss is unchanged: the
-        aggregation divides by full-batch totals, whatever the grouping.
+        Rows are sorted by completion length before splitting, and each micro-batch is
+        trimmed to its own longest row in ``completion_logprobs``, so the training forward
+        spends almost nothing on padding. With ``shared_prefix`` the groups stay together
+        (ordered by their longest row), so a micro-batch holds as few distinct prompts as
+        possible. The loss is unchanged: the aggregation divides by full-batch totals,
+        whatever the grouping.
         """
-        real = rollouts.prompt_mask.sum(1) + rollouts.completion_mask.sum(1)  # [N]
-        order = torch.sort(real, stable=True).indices
+        lengths = rollouts.completion_mask.sum(1)  # [N]
+        if not self.grpo.shared_prefix:
+            order = torch.sort(rollouts.prompt_mask.sum(1) + lengths, stable=True).indices
+        else:  # by length, then by group, then by the group's longest row (stable sorts)
+            group = rollouts.group_index
+            longest = torch.zeros(int(group.max()) + 1, dtype=lengths.dtype, device=lengths.device)
+            longest = longest.scatter_reduce(0, group, lengths, reduce="amax")[group]  # [N]
+            order = torch.sort(lengths, stable=True).indices
+            order = order[torch.sort(group[order], stable=True).indices]
+            order = order[torch.sort(longest[order], stable=True).indices]
         size = self.grpo.micro_batch_size
         return [order[i : i + size] for i in range(0, len(order), size)]
 
@@ -210,19 +221,27 @@ class GRPOModule(pl.LightningModule):
         """[n, T] log-probs of the sampled completion tokens under the current weights (0 on padding)."""
         prompt_len = int(rollouts.prompt_mask[idx].sum(1).max())  # left padding beyond it is dropped
         width = max(int(rollouts.completion_mask[idx].sum(1).max()), 1)  # right padding beyond it too
-        completion_ids = rollouts.completion_ids[idx, :width]
-        input_ids = torch.cat([rollouts.prompt_ids[idx, -prompt_len:], completion_ids], dim=1)  # [n, p+t]
-        attention_mask = torch.cat(
-            [rollouts.prompt_mask[idx, -prompt_len:], rollouts.completion_mask[idx, :width]], dim=1).long()
-        # Positions as generate() assigned them: left padding must not shift the prompt.
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        # Only the logits that predict completion tokens: position p-1 predicts token p, ...
-        logits = self.policy(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            logits_to_keep=width + 1, use_cache=False,
-        ).logits[:, :-1]  # [n, t, V]
+        completion_ids, completion_mask = rollouts.completion_ids[idx, :width], rollouts.completion_mask[idx, :width]
+        prompt_ids, prompt_mask = rollouts.prompt_ids[idx, -prompt_len:], rollouts.prompt_mask[idx, -prompt_len:]
         temperature = self.generation.temperature if self.generation.temperature > 0 else 1.0
-        logprobs = token_logprobs(logits, completion_ids, temperature=temperature)  # [n, t]
+        if self.grpo.shared_prefix:
+            # Rows of one group carry the same prompt: run each distinct one once.
+            groups, prompt_of_row = torch.unique(rollouts.group_index[idx], return_inverse=True)
+            # Any row of a group will do (identical prompts); scatter keeps one of them.
+            first_row = torch.empty_like(groups).scatter_(0, prompt_of_row, torch.arange(len(idx), device=idx.device))
+            logprobs = shared_prefix_logprobs(self.policy, prompt_ids[first_row], prompt_mask[first_row],
+                                              prompt_of_row, completion_ids, completion_mask, temperature)
+        else:
+            input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [n, p+t]
+            attention_mask = torch.cat([prompt_mask, completion_mask], dim=1).long()
+            # Positions as generate() assigned them: left padding must not shift the prompt.
+            position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+            # Only the logits that predict completion tokens: position p-1 predicts token p, ...
+            logits = self.policy(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                logits_to_keep=width + 1, use_cache=False,
+            ).logits[:, :-1]  # [n, t, V]
+            logprobs = token_logprobs(logits, completion_ids, temperature=temperature)  # [n, t]
         return torch.nn.functional.pad(logprobs, (0, rollouts.completion_ids.shape[1] - width))  # [n, T]
 
     @torch.no_grad()

@@ -157,7 +157,9 @@ def load_policy(cfg: PolicyConfig, device: torch.device | str | None = None):
         model.config.pad_token_id = tokenizer.pad_token_id
     if cfg.load_in_4bit:
         # Upcasts norms to fp32 and enables input grads (needed with checkpointing).
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        # Non-reentrant checkpointing, as below: the shared-prefix forward needs it.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

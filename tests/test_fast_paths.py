@@ -1,5 +1,6 @@
 """The fast paths against the simple ones: compacting decode vs HF generate, and bucketed
-micro-batches vs the fully padded training forward.
+micro-batches (with and without the shared-prefix forward, with and without gradient
+checkpointing) vs the fully padded training forward.
 
 Run: pytest tests/test_fast_paths.py -q
 """
@@ -84,9 +85,32 @@ def padded_logprobs(module, rollouts):
 
 
 @pytest.mark.parametrize("aggregation", ["token_mean", "sequence_mean", "constant"])
-def test_bucketed_micro_batches_give_the_padded_loss_and_gradients(policy, aggregation):
+@pytest.mark.parametrize("shared_prefix", [True, False], ids=["shared_prefix", "padded_prompts"])
+def test_bucketed_micro_batches_give_the_padded_loss_and_gradients(policy, aggregation, shared_prefix):
+    assert_micro_batches_match_padded(policy, aggregation, shared_prefix)
+
+
+def test_shared_prefix_under_gradient_checkpointing_gives_the_padded_gradients():
+    """Checkpointed layers replay in backward: the prefix caches must survive that unchanged."""
+    model, tokenizer = load_policy(PolicyConfig(model="tiny:llama", gradient_checkpointing=True))
+    model.train()
+    assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    assert_micro_batches_match_padded((model, tokenizer), "token_mean", shared_prefix=True)
+
+
+def test_shared_prefix_refuses_reentrant_checkpointing():
+    model, tokenizer = load_policy(PolicyConfig(model="tiny:llama"))
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    model.train()
+    module, rollouts = sample_with_module((model, tokenizer), GenerationConfig(max_new_tokens=5), 2, 4, seed=0)
+    with pytest.raises(ValueError, match="reentrant"):
+        module.completion_logprobs(rollouts, module.micro_batches(rollouts)[0])
+
+
+def assert_micro_batches_match_padded(policy, aggregation: str, shared_prefix: bool) -> None:
     gen = GenerationConfig(max_new_tokens=30, temperature=1.0)
     module, rollouts = sample_with_module(policy, gen, 2, 3, seed=1)
+    module.grpo.shared_prefix = shared_prefix
     model = module.policy
     advantages = torch.linspace(-1, 1, len(rollouts))
     mask = rollouts.completion_mask
@@ -110,6 +134,7 @@ def test_bucketed_micro_batches_give_the_padded_loss_and_gradients(policy, aggre
     total = 0.0
     buckets = module.micro_batches(rollouts)
     assert len(buckets) > 1
+    assert any(rollouts.group_index[idx].unique().numel() < len(idx) for idx in buckets), "no prompt is shared"
     for idx in buckets:
         loss = loss_of(module.completion_logprobs(rollouts, idx), idx)
         loss.backward()

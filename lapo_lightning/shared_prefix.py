@@ -1,0 +1,100 @@
+"""A training forward that runs each group's prompt once: the fast path of ``GRPOModule.completion_logprobs``.
+
+All G completions of a problem share one prompt, and prompts (system text, instruction,
+problem, budget sentence) are often several times longer than LAPO's shortened completions.
+The plain forward over prompt+completion recomputes every prompt G times, in the policy pass
+and again in the reference pass. :func:`shared_prefix_logprobs` instead runs the distinct
+prompts of a micro-batch once, with gradients, keeps their keys and values per layer, and
+hands them (one copy per completion row) to a second forward over the completion tokens
+alone. Backpropagation flows through those copies into the prompt pass, so log-probs, loss
+and gradients equal the padded full forward's (tested against it).
+
+Gradient checkpointing: transformers drops any cache inside a checkpointed layer, because a
+cache that appends would be appended to twice when backward replays the layer. The caches
+here are replay-safe (the prompt pass overwrites, the completion pass never writes), and
+:func:`cache_through_checkpointing` tells the layers so for the duration of the call.
+Reentrant checkpointing would silently cut the gradient at the prompt's keys, so it is refused.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+from transformers.cache_utils import Cache, DynamicLayer
+
+from lapo_lightning.algo import token_logprobs
+
+
+class PrefixLayer(DynamicLayer):
+    """One layer's keys/values. Without a prefix it records (overwriting, so a replay is
+    harmless); with one it returns ``prefix + new`` and stores nothing."""
+
+    def __init__(self, keys: Tensor | None = None, values: Tensor | None = None) -> None:
+        super().__init__()
+        self.frozen = keys is not None
+        if self.frozen:
+            self.keys, self.values, self.is_initialized, self.device = keys, values, True, keys.device
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        if self.frozen:
+            return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+        self.keys, self.values, self.is_initialized, self.device = key_states, value_states, True, key_states.device
+        return key_states, value_states
+
+
+@contextmanager
+def cache_through_checkpointing(model: torch.nn.Module):
+    """Let checkpointed decoder layers keep the (replay-safe) prefix caches while inside."""
+    layers = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False)
+              and hasattr(m, "_can_checkpoint_with_cache")]
+    for layer in layers:
+        keywords = getattr(getattr(layer, "_gradient_checkpointing_func", None), "keywords", {})
+        if keywords.get("use_reentrant", True):
+            raise ValueError(
+                f"{type(layer).__name__} uses reentrant gradient checkpointing, which would cut the gradient "
+                "through the shared prompt: enable it with gradient_checkpointing_kwargs={'use_reentrant': False} "
+                "(lapo's load_policy does), or set model.grpo.shared_prefix: false")
+        layer._can_checkpoint_with_cache = True  # instance attribute shadows the class's False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer._can_checkpoint_with_cache
+
+
+def num_cache_layers(model: torch.nn.Module) -> int:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return config.num_hidden_layers
+
+
+def shared_prefix_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, prompt_of_row: Tensor,
+                           completion_ids: Tensor, completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
+    """[n, t] float32 log-probs of ``completion_ids`` (entries on padding are not meaningful).
+
+    prompt_ids, prompt_mask [u, P]: the distinct prompts, left-padded; prompt_of_row [n] long:
+    which prompt each completion row continues; completion_ids, completion_mask [n, t]
+    (right-padded). Equals ``completion_logprobs`` of the forward over
+    ``cat(prompt_ids[prompt_of_row], completion_ids)``, with the same position ids.
+    """
+    n, t = completion_ids.shape
+    prompt_mask = prompt_mask.long()
+    positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # as generate() assigns them
+    record = Cache(layers=[PrefixLayer() for _ in range(num_cache_layers(model))])
+    with cache_through_checkpointing(model):
+        last = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, cache=record,
+                     use_cache=True, logits_to_keep=1).logits[:, -1]  # [u, V]: predicts completion token 0
+        first = last.index_select(0, prompt_of_row)[:, None]  # [n, 1, V]
+        logprobs = [token_logprobs(first, completion_ids[:, :1], temperature)]
+        if t > 1:  # tokens 0..t-2 predict tokens 1..t-1
+            read = Cache(layers=[PrefixLayer(layer.keys.index_select(0, prompt_of_row),
+                                             layer.values.index_select(0, prompt_of_row))
+                                 for layer in record.layers])
+            mask = torch.cat([prompt_mask.index_select(0, prompt_of_row), completion_mask[:, :-1].long()], dim=1)
+            start = positions[:, -1].index_select(0, prompt_of_row) + 1  # [n] first completion position
+            steps = torch.arange(t - 1, device=completion_ids.device)
+            logits = model(input_ids=completion_ids[:, :-1], attention_mask=mask, position_ids=start[:, None] + steps,
+                           cache=read, use_cache=True).logits  # [n, t-1, V]
+            logprobs.append(token_logprobs(logits, completion_ids[:, 1:], temperature))
+    return torch.cat(logprobs, dim=1)  # [n, t]
