@@ -9,7 +9,8 @@ Workloads (a random-init Llama, so lengths are controlled by construction):
   equal   EOS can never be sampled: every completion runs to max_new_tokens.
   varied  EOS is likely enough that lengths in a batch spread over >10x (geometric-ish).
 The "floor" row is raw batched ``generate`` plus one forward/backward of the same LoRA
-model over the generated batch (same micro-batches), with nothing else.
+model over the generated batch (same micro-batches), with nothing else. "lapo_padded" is
+ours with ``shared_prefix`` off (each prompt recomputed per completion): the ablation.
 
 On a GPU, ``--preset qwen2.5-1.5b`` swaps the tiny Llama for a random-init Qwen2 of
 Qwen2.5-1.5B's shape (its vocabulary size too, with the project's character tokenizer
@@ -40,7 +41,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = ("floor", "lapo", "trl")
+SYSTEMS = ("floor", "lapo", "lapo_padded", "trl")  # lapo_padded: prompts recomputed per completion
 EOS_WEIGHT = {"equal": -5.0, "varied": 0.5}  # EOS logit weight on a constant feature (see build_models)
 # --preset shapes (random-init Qwen2, tied embeddings as in Qwen2.5-1.5B). The vocabulary is
 # the real model's size; the character tokenizer fills its first rows and sampled ids past
@@ -144,7 +145,8 @@ def run_lapo(cfg: dict) -> dict:
     module = GRPOModule(
         policy=policy_config(cfg),
         rewards=[Accuracy()],
-        grpo=GRPOConfig(group_size=cfg["G"], kl_coef=cfg["kl"], micro_batch_size=cfg["micro"]),
+        grpo=GRPOConfig(group_size=cfg["G"], kl_coef=cfg["kl"], micro_batch_size=cfg["micro"],
+                        shared_prefix=cfg.get("shared_prefix", True)),
         generation=GenerationConfig(max_new_tokens=cfg["T"], temperature=1.0),
         optim=OptimConfig(lr=1e-5),
         verifier=ContainsAnswer(),
@@ -176,6 +178,11 @@ def run_lapo(cfg: dict) -> dict:
                          callbacks=[StepTimer()])
     trainer.fit(module, LapoDataModule(str(data), problems_per_step=cfg["B"], seed=0))
     return {"steps": timings}
+
+
+def run_lapo_padded(cfg: dict) -> dict:
+    """Ours without the shared-prefix forward: each prompt recomputed for each completion."""
+    return run_lapo(cfg | {"shared_prefix": False})
 
 
 def run_trl(cfg: dict) -> dict:
@@ -318,7 +325,8 @@ def sync() -> None:
 def worker(system: str, cfg: dict) -> None:
     import torch
 
-    result = {"floor": run_floor, "lapo": run_lapo, "trl": run_trl}[system](cfg)
+    workers = {"floor": run_floor, "lapo": run_lapo, "lapo_padded": run_lapo_padded, "trl": run_trl}
+    result = workers[system](cfg)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -469,7 +477,7 @@ def main() -> None:
                 by_system = {s: summarise(r, args.warmup) for s, r in results.items() if r is not None}
                 for system, summary in by_system.items():
                     row = {"workload": workload, "system": system, **summary}
-                    if system == "lapo" and "trl" in by_system:
+                    if system.startswith("lapo") and "trl" in by_system:
                         row["speedup"] = f"{by_system['trl']['s_per_step'] / summary['s_per_step']:.2f}x"
                     rows.append(row)
                 save()

@@ -65,7 +65,12 @@ def cache_through_checkpointing(model: torch.nn.Module):
 
 
 def num_cache_layers(model: torch.nn.Module) -> int:
+    """Decoder layers to give a cache for; refuses models whose layers are not all full attention."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
+    if kinds != {"full_attention"}:
+        raise ValueError(f"the shared-prefix forward handles full-attention layers only, this model also has "
+                         f"{sorted(kinds - {'full_attention'})}: set model.grpo.shared_prefix: false")
     return config.num_hidden_layers
 
 
@@ -78,7 +83,7 @@ def shared_prefix_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, promp
     (right-padded). Equals ``completion_logprobs`` of the forward over
     ``cat(prompt_ids[prompt_of_row], completion_ids)``, with the same position ids.
     """
-    n, t = completion_ids.shape
+    t = completion_ids.shape[1]
     prompt_mask = prompt_mask.long()
     positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # as generate() assigns them
     record = Cache(layers=[PrefixLayer() for _ in range(num_cache_layers(model))])

@@ -28,7 +28,7 @@ def test_benchmark_smoke(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    systems = {"floor", "lapo"} | ({"trl"} if HAS_TRL else set())
+    systems = {"floor", "lapo", "lapo_padded"} | ({"trl"} if HAS_TRL else set())
     for system in systems:
         assert f"| varied | {system} |" in out.stdout
     assert (tmp_path / "r.json").stat().st_size > 0
@@ -61,7 +61,7 @@ def test_benchmark_gpu_check_path(tmp_path, monkeypatch, capsys):
         torch.set_num_threads(threads)
     assert "model=qwen2-tiny (random Qwen2) nf4 + bfloat16 on cpu" in capsys.readouterr().out
     rows = {r["system"]: r for r in json.loads((tmp_path / "r.json").read_text())}
-    assert set(rows) == {"floor", "lapo"} | ({"trl"} if HAS_TRL else set())
+    assert set(rows) == {"floor", "lapo", "lapo_padded"} | ({"trl"} if HAS_TRL else set())
     for row in rows.values():  # smoke: B 2 x G 2 rollouts of at most 8 tokens; EOS at ~0.5 per token
         assert 0 < row["mean_len"] < 2 * 2 * 8, row
     gpu_table = bench.table([rows["lapo"] | {"peak_gpu_mb": 1234.0, "speedup": "1.00x"}])

@@ -100,7 +100,7 @@ def test_shared_prefix_under_gradient_checkpointing_gives_the_padded_gradients()
 
 def test_shared_prefix_refuses_reentrant_checkpointing():
     model, tokenizer = load_policy(PolicyConfig(model="tiny:llama"))
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
     model.train()
     module, rollouts = sample_with_module((model, tokenizer), GenerationConfig(max_new_tokens=5), 2, 4, seed=0)
     with pytest.raises(ValueError, match="reentrant"):
@@ -142,3 +142,17 @@ def assert_micro_batches_match_padded(policy, aggregation: str, shared_prefix: b
     torch.testing.assert_close(torch.tensor(total), full.detach(), rtol=1e-4, atol=1e-6)
     for got, want in zip((p.grad for p in params), expected):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-6)
+
+
+def test_shared_prefix_refuses_sliding_window_layers():
+    """Sliding-window layers mask the prompt differently: the plain forward must be chosen."""
+    from types import SimpleNamespace
+
+    from transformers import Qwen2Config
+
+    from lapo_lightning.shared_prefix import num_cache_layers
+
+    config = Qwen2Config(num_hidden_layers=3, use_sliding_window=True, max_window_layers=1)
+    with pytest.raises(ValueError, match="shared_prefix: false"):
+        num_cache_layers(SimpleNamespace(config=config))
+    assert num_cache_layers(SimpleNamespace(config=Qwen2Config(num_hidden_layers=3))) == 3
