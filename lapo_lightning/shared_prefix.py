@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 from transformers.cache_utils import Cache, DynamicLayer
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from lapo_lightning.algo import token_logprobs
 
@@ -33,12 +34,13 @@ class PrefixLayer(DynamicLayer):
 
     def __init__(self, keys: Tensor | None = None, values: Tensor | None = None) -> None:
         super().__init__()
-        self.frozen = keys is not None
+        self.frozen, self.read = keys is not None, False
         if self.frozen:
             self.keys, self.values, self.is_initialized, self.device = keys, values, True, keys.device
 
     def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
         if self.frozen:
+            self.read = True
             return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
         self.keys, self.values, self.is_initialized, self.device = key_states, value_states, True, key_states.device
         return key_states, value_states
@@ -47,8 +49,7 @@ class PrefixLayer(DynamicLayer):
 @contextmanager
 def cache_through_checkpointing(model: torch.nn.Module):
     """Let checkpointed decoder layers keep the (replay-safe) prefix caches while inside."""
-    layers = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False)
-              and hasattr(m, "_can_checkpoint_with_cache")]
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
     for layer in layers:
         keywords = getattr(getattr(layer, "_gradient_checkpointing_func", None), "keywords", {})
         if keywords.get("use_reentrant", True):
@@ -90,6 +91,7 @@ def shared_prefix_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, promp
     with cache_through_checkpointing(model):
         last = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, cache=record,
                      use_cache=True, logits_to_keep=1).logits[:, -1]  # [u, V]: predicts completion token 0
+        require_cache_used(model, all(layer.is_initialized for layer in record.layers))
         first = last.index_select(0, prompt_of_row)[:, None]  # [n, 1, V]
         logprobs = [token_logprobs(first, completion_ids[:, :1], temperature)]
         if t > 1:  # tokens 0..t-2 predict tokens 1..t-1
@@ -101,5 +103,13 @@ def shared_prefix_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, promp
             steps = torch.arange(t - 1, device=completion_ids.device)
             logits = model(input_ids=completion_ids[:, :-1], attention_mask=mask, position_ids=start[:, None] + steps,
                            cache=read, use_cache=True).logits  # [n, t-1, V]
+            require_cache_used(model, all(layer.read for layer in read.layers))
             logprobs.append(token_logprobs(logits, completion_ids[:, 1:], temperature))
     return torch.cat(logprobs, dim=1)  # [n, t]
+
+
+def require_cache_used(model, used: bool) -> None:
+    """Fail loudly where a model skipped the caches: its completions would never see their prompt."""
+    if not used:
+        raise RuntimeError(f"{type(model).__name__} ignored the prompt's cached keys/values: "
+                           "set model.grpo.shared_prefix: false for this model")

@@ -107,6 +107,20 @@ def test_shared_prefix_refuses_reentrant_checkpointing():
         module.completion_logprobs(rollouts, module.micro_batches(rollouts)[0])
 
 
+def test_shared_prefix_fails_loudly_when_the_cache_is_dropped(monkeypatch):
+    """Without the checkpointing opt-in, transformers drops the prefix cache: never silently."""
+    from contextlib import nullcontext
+
+    import lapo_lightning.shared_prefix as shared_prefix
+
+    model, tokenizer = load_policy(PolicyConfig(model="tiny:llama", gradient_checkpointing=True))
+    model.train()
+    module, rollouts = sample_with_module((model, tokenizer), GenerationConfig(max_new_tokens=5), 2, 4, seed=0)
+    monkeypatch.setattr(shared_prefix, "cache_through_checkpointing", lambda model: nullcontext())
+    with pytest.raises(RuntimeError, match="ignored the prompt"):
+        module.completion_logprobs(rollouts, module.micro_batches(rollouts)[0])
+
+
 def assert_micro_batches_match_padded(policy, aggregation: str, shared_prefix: bool) -> None:
     gen = GenerationConfig(max_new_tokens=30, temperature=1.0)
     module, rollouts = sample_with_module(policy, gen, 2, 3, seed=1)
