@@ -4,9 +4,10 @@
 completion ends; with LAPO's widely varying lengths most of that work is on rows that
 already emitted EOS. :class:`CompactDecode` runs the same KV-cached decoding by hand and,
 whenever rows finish, drops them from the batch and from the cache
-(``DynamicCache.batch_select_indices``), so step cost follows the rows still writing. It
-also returns the sampled tokens' log-probs (``RolloutBatch.old_logprobs``), so inner epochs
-(``num_iterations > 1``) need no extra forward pass. Greedy decoding gives the same tokens
+(``DynamicCache.batch_select_indices``), so step cost follows the rows still writing. The
+prompt is prefilled once per group, not once per completion. It also returns the sampled
+tokens' log-probs (``RolloutBatch.old_logprobs``), so inner epochs (``num_iterations > 1``)
+need no extra forward pass. Greedy decoding gives the same tokens
 as :class:`~lapo_lightning.rollout.HFGenerate` (tested).
 """
 
@@ -48,8 +49,14 @@ def decode(model, tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, gen: Gener
     mask = prompt_mask.long()
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # as generate() assigns them
     cache = DynamicCache()
-    logits = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions,
-                   cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+    # The G rows of a group repeat one prompt: prefill each distinct prompt once, then give
+    # every row its own copy of that prompt's cache (later steps write per row).
+    _, row_of = torch.unique(torch.cat([prompt_ids, mask], dim=1), dim=0, return_inverse=True)
+    first = torch.empty(int(row_of.max()) + 1, dtype=torch.long, device=row_of.device)
+    first = first.scatter_(0, row_of, torch.arange(n, device=row_of.device))  # a row of each distinct prompt
+    logits = model(input_ids=prompt_ids[first], attention_mask=mask[first], position_ids=positions[first],
+                   cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1][row_of]
+    cache.batch_select_indices(row_of)
     next_position = positions[:, -1] + 1  # [n_active]
     for t in range(steps):
         tokens, token_logprobs = pick_tokens(logits, gen)  # [n_active] each

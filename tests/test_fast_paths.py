@@ -57,6 +57,18 @@ def test_greedy_tokens_identical_to_hf_generate(policy):
     assert fast.texts == simple.texts and torch.equal(fast.truncated, simple.truncated)
 
 
+def test_compact_decode_prefills_each_distinct_prompt_once(policy):
+    model, tokenizer = policy
+    batch_sizes = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: batch_sizes.append(len(out)))
+    try:
+        rollouts = CompactDecode().sample(model, tokenizer, PROMPTS, problems(), 3, GenerationConfig(max_new_tokens=4))
+    finally:
+        hook.remove()
+    assert len(rollouts) == 3 * len(PROMPTS)
+    assert batch_sizes[0] == len(PROMPTS)  # the prefill: one row per prompt, not one per completion
+
+
 def sample_with_module(policy, gen: GenerationConfig, group_size: int, micro_batch_size: int, seed: int):
     """CompactDecode rollouts and a GRPOModule wired to the same (already loaded) policy."""
     model, tokenizer = policy
