@@ -7,8 +7,8 @@ whenever rows finish, drops them from the batch and from the cache
 (``DynamicCache.batch_select_indices``), so step cost follows the rows still writing. The
 prompt is prefilled once per group, not once per completion. It also returns the sampled
 tokens' log-probs (``RolloutBatch.old_logprobs``), so inner epochs (``num_iterations > 1``)
-need no extra forward pass. Greedy decoding gives the same tokens
-as :class:`~lapo_lightning.rollout.HFGenerate` (tested).
+need no extra forward pass. Greedy decoding gives the same tokens as
+:class:`~lapo_lightning.rollout.HFGenerate` (tested).
 """
 
 from __future__ import annotations
