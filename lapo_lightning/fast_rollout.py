@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from lapo_lightning.rollout import GenerationConfig, Sampler, assemble_rollouts, encode_prompts, in_chunks
+from lapo_lightning.shared_prefix import one_row_each
 from lapo_lightning.types import RolloutBatch
 
 
@@ -52,8 +53,7 @@ def decode(model, tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, gen: Gener
     # The G rows of a group repeat one prompt: prefill each distinct prompt once, then give
     # every row its own copy of that prompt's cache (later steps write per row).
     _, row_of = torch.unique(torch.cat([prompt_ids, mask], dim=1), dim=0, return_inverse=True)
-    first = torch.empty(int(row_of.max()) + 1, dtype=torch.long, device=row_of.device)
-    first = first.scatter_(0, row_of, torch.arange(n, device=row_of.device))  # a row of each distinct prompt
+    first = one_row_each(row_of)
     logits = model(input_ids=prompt_ids[first], attention_mask=mask[first], position_ids=positions[first],
                    cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1][row_of]
     cache.batch_select_indices(row_of)

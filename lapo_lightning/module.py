@@ -28,7 +28,7 @@ from lapo_lightning.prompts import PlainPrompt, PromptTemplate
 from lapo_lightning.reference import AdapterDisabled, NoReference, Reference
 from lapo_lightning.rewards import Accuracy, Reward, score
 from lapo_lightning.rollout import GenerationConfig, Sampler
-from lapo_lightning.shared_prefix import shared_prefix_logprobs
+from lapo_lightning.shared_prefix import one_row_each, shared_prefix_logprobs
 from lapo_lightning.types import ProblemBatch, RolloutBatch, StepSummary
 from lapo_lightning.verify import MathVerifier, Verifier
 
@@ -226,9 +226,8 @@ class GRPOModule(pl.LightningModule):
         temperature = self.generation.temperature if self.generation.temperature > 0 else 1.0
         if self.grpo.shared_prefix:
             # Rows of one group carry the same prompt: run each distinct one once.
-            groups, prompt_of_row = torch.unique(rollouts.group_index[idx], return_inverse=True)
-            # Any row of a group will do (identical prompts); scatter keeps one of them.
-            first_row = torch.empty_like(groups).scatter_(0, prompt_of_row, torch.arange(len(idx), device=idx.device))
+            _, prompt_of_row = torch.unique(rollouts.group_index[idx], return_inverse=True)
+            first_row = one_row_each(prompt_of_row)
             logprobs = shared_prefix_logprobs(self.policy, prompt_ids[first_row], prompt_mask[first_row],
                                               prompt_of_row, completion_ids, completion_mask, temperature)
         else:

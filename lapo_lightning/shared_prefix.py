@@ -108,6 +108,15 @@ def shared_prefix_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, promp
     return torch.cat(logprobs, dim=1)  # [n, t]
 
 
+def one_row_each(row_of: Tensor) -> Tensor:
+    """[u] a row index for each distinct prompt, given ``row_of`` [n] (``torch.unique``'s inverse).
+
+    Rows mapped to one prompt are identical there, so any of them will do.
+    """
+    first = torch.empty(int(row_of.max()) + 1, dtype=torch.long, device=row_of.device)
+    return first.scatter_(0, row_of, torch.arange(len(row_of), device=row_of.device))
+
+
 def require_cache_used(model, used: bool) -> None:
     """Fail loudly where a model skipped the caches: its completions would never see their prompt."""
     if not used:
