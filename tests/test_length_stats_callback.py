@@ -59,6 +59,9 @@ def test_band_hit_rate_counts_only_groups_with_a_band():
         summary(0, ["a", "b"], [[10, 20, 30, 40], [7, 7, 9, 9]], [[True] * 4, [True, True, False, False]])
     )
     assert (hits, eligible) == (2, 4)
+    # group 2: two distinct correct lengths but P30 == P70 (the official lower < upper rule)
+    hits, eligible = collector.update(summary(1, ["c"], [[100] * 7 + [103]], [[True] * 8]))
+    assert (hits, eligible) == (0, 0)
 
 
 def test_coverage_uses_the_dataset_ids():

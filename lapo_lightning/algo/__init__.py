@@ -11,6 +11,7 @@ from .length_stats import (
     GroupLengthStats,
     fill_missing_targets,
     group_length_stats,
+    has_band,
     refine_targets,
 )
 from .logprobs import completion_logprobs, masked_mean, token_logprobs
@@ -42,6 +43,7 @@ __all__ = [
     "grpo_loss",
     "group_advantages",
     "group_length_stats",
+    "has_band",
     "k3_kl",
     "masked_mean",
     "refine_targets",

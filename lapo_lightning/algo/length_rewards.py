@@ -4,7 +4,9 @@ Called from the reward plugins (LengthBand in stage 1, BudgetGaussian in stage 2
 add them to correctness with weights alpha = 0.7 / beta_len = 0.8. Implements the reward
 parts of paper Eqs. 1-5 (band [P30, P70] of correct lengths, linear decay outside) and
 Eqs. 6-8 (Gaussian around the budget n). Departures: lengths are completion token counts (the official code adds the
-prompt), degenerate groups (< 2 distinct correct lengths) get 0, and nothing is ever NaN.
+prompt) and nothing is ever NaN. A group whose band is empty or a point (P_low == P_high,
+as with correct lengths 100 x 7 and 103) rewards nobody, exactly as the official
+``lower_q < upper_q`` test.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .advantages import _count_groups, zero_spread_groups
-from .length_stats import group_length_stats
+from .advantages import _count_groups
+from .length_stats import group_length_stats, has_band
+
 
 
 def band_length_reward(
@@ -24,22 +27,22 @@ def band_length_reward(
 
     lengths [N] long, correct [N] bool, group_index [N] long. Outside the (inclusive) band a
     correct rollout gets max(0, 1 - d / decay), d = distance to the nearest edge; incorrect
-    rollouts get 0; a group with fewer than two distinct correct lengths gets 0 throughout.
+    rollouts get 0; a group whose band is degenerate (P_low == P_high, including a single
+    correct length) gets 0 throughout.
     Example: correct lengths [100, 200, 300, 400, 500] -> band [220, 380]
     -> rewards [0.0, 0.8, 1.0, 0.8, 0.0] (d = 120, 20, 0, 20, 120).
+    Degenerate: correct lengths [100] * 7 + [103] -> P30 = P70 = 100 -> all 0.
     """
     if decay <= 0:
         raise ValueError(f"decay must be > 0, got {decay}")
     g = _count_groups(group_index, num_groups)
     correct = correct.bool()
     stats = group_length_stats(lengths, correct, group_index, low_pct, high_pct, g)
-    # Spread over correct rows only: one distinct length means no band to aim for.
-    flat = zero_spread_groups(lengths[correct].float(), group_index[correct], g)
     x = lengths.float()
     low, high = stats.low[group_index], stats.high[group_index]
     d = (low - x).clamp(min=0) + (x - high).clamp(min=0)
     reward = (1.0 - d / decay).clamp(min=0)
-    keep = correct & ~flat[group_index]
+    keep = correct & has_band(stats)[group_index]
     # where, not multiply: rows of all-incorrect groups hold NaN from the NaN band edges.
     return torch.where(keep, reward, torch.zeros_like(reward))
 

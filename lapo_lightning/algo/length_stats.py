@@ -67,6 +67,16 @@ def group_length_stats(
     return GroupLengthStats(median=med, low=low, high=high, num_correct=num_correct)
 
 
+def has_band(stats: GroupLengthStats) -> Tensor:
+    """[G] bool: the group's band of correct lengths is a real interval (low < high).
+
+    False for a group with no correct rollout (NaN edges) and for a point band, the official
+    stage-1 rule (``lower_q < upper_q``). Example: correct lengths [100] * 7 + [103] ->
+    P30 = P70 = 100 -> False, although two distinct lengths were correct.
+    """
+    return stats.low < stats.high
+
+
 def fill_missing_targets(
     targets: Tensor, lengths: Tensor, correct: Tensor, group_index: Tensor,
     num_groups: int | None = None,

@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
 
-from lapo_lightning.algo import group_length_stats
+from lapo_lightning.algo import group_length_stats, has_band
 from lapo_lightning.callbacks.table_writer import LengthTableWriter
 from lapo_lightning.length_table import LengthEntry
 from lapo_lightning.types import StepSummary
@@ -94,16 +94,12 @@ class LengthStatsCollector(LengthTableWriter):
                 last_step=summary.step,
                 solved=solved,
             )
-        # A group with fewer than two distinct correct lengths has no band (rewards nobody).
+        # Only groups with a real band (P_low < P_high) give band rewards; count those.
         lengths = summary.lengths.float()
-        shortest = torch.full((num_groups,), float("inf")).scatter_reduce(
-            0, summary.group_index[summary.correct], lengths[summary.correct], "amin")
-        longest = torch.full((num_groups,), float("-inf")).scatter_reduce(
-            0, summary.group_index[summary.correct], lengths[summary.correct], "amax")
-        has_band = summary.correct & (longest > shortest)[summary.group_index]  # [N]
+        in_band_group = summary.correct & has_band(stats)[summary.group_index]  # [N]
         low, high = stats.low[summary.group_index], stats.high[summary.group_index]  # [N]
-        inside = has_band & (lengths >= low) & (lengths <= high)
-        return int(inside.sum()), int(has_band.sum())
+        inside = in_band_group & (lengths >= low) & (lengths <= high)
+        return int(inside.sum()), int(in_band_group.sum())
 
     def coverage(self) -> float:
         """Share of training problems that have a target (solved in their latest step)."""

@@ -50,6 +50,18 @@ def test_degenerate_groups_get_zero():
         assert torch.equal(out, torch.zeros_like(out))
 
 
+def test_point_band_with_two_distinct_lengths_gets_zero():
+    # The official rule is lower_q < upper_q, not "two distinct correct lengths".
+    # correct [100]*7 + [103]: P30 at position 2.1 -> 100, P70 at position 4.9 -> 100,
+    # so the band is the point 100 and nobody gets a band reward (103 would get 0.97).
+    out = _band([100] * 7 + [103], [1] * 8)
+    assert torch.equal(out, torch.zeros(8))
+    # With three 103s P70 (position 4.9) is 100 + 0.9*3 = 102.7: a real band again, and
+    # each 103 is 0.3 past its edge -> 0.997.
+    out = _band([100] * 5 + [103] * 3, [1] * 8)
+    assert_close(out, torch.tensor([1.0] * 5 + [0.997] * 3))
+
+
 def test_groups_are_independent_and_non_contiguous():
     # group 0: correct [100, 200, 300, 400] -> band [190, 310]; group 1 has no correct rollout
     lengths = [400, 0, 100, 0, 300, 7, 200]
