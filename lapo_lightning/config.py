@@ -63,21 +63,40 @@ class OptimConfig:
     lr: float = 1e-5
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
+    """Adam betas; the official LAPO runs use (0.9, 0.95) (OpenRLHF's default)."""
     warmup_steps: int = 0
-    """Optimizer steps of linear warmup from 0."""
+    """Optimizer steps of linear warmup from 0 (set this or warmup_ratio, not both)."""
+    warmup_ratio: float = 0.0
+    """Warmup as a share of all optimizer steps, rounded up; the official runs use 0.03."""
     min_lr_ratio: float = 0.1
     """Cosine decays to lr * min_lr_ratio at the last optimizer step."""
 
     def __post_init__(self) -> None:
+        problems = []
         if self.lr <= 0:
-            raise ValueError(f"model.optim.lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("model.optim.warmup_steps must be >= 0 and model.optim.min_lr_ratio in [0, 1]")
+            problems.append(f"model.optim.lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            problems.append(f"model.optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"model.optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.warmup_steps and self.warmup_ratio:
+            problems.append("set model.optim.warmup_steps or model.optim.warmup_ratio, not both "
+                            f"(got {self.warmup_steps} and {self.warmup_ratio})")
+        if not 0 <= self.min_lr_ratio <= 1:
+            problems.append(f"model.optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not all(0 <= b < 1 for b in self.betas):
+            problems.append(f"model.optim.betas must both be in [0, 1), got {self.betas}")
+        if problems:
+            raise ValueError("invalid optimizer config:\n  " + "\n  ".join(problems))
+
+    def warmup_for(self, total_steps: int) -> int:
+        """Warmup optimizer steps for a run of ``total_steps``: e.g. ratio 0.03 of 100 -> 3."""
+        return self.warmup_steps or math.ceil(self.warmup_ratio * total_steps)
 
     def build(self, params, total_steps: int):
         """AdamW over ``params`` and its LambdaLR schedule for ``total_steps`` optimizer steps."""
-        opt = torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
-        warmup, floor = self.warmup_steps, self.min_lr_ratio
+        opt = torch.optim.AdamW(params, lr=self.lr, betas=tuple(self.betas), weight_decay=self.weight_decay)
+        warmup, floor = self.warmup_for(total_steps), self.min_lr_ratio
 
         def lr_factor(step: int) -> float:
             if step < warmup:
