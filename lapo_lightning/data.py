@@ -308,20 +308,29 @@ class LapoDataModule(pl.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader:
-        # Under DDP Lightning wraps this sampler in a distributed one; the order stays seeded.
         sampler = self.train_sampler()
-        if self._resume is not None:
+        if self._resume is not None:  # per process: each skips the batches it trained on itself
             epoch, batches = self._resume
             sampler.skip_once(epoch, batches * self.problems_per_step)
             self._resume = None
         return self._loader(self.train_problems, sampler)
 
     def train_sampler(self) -> EpochShuffle:
-        return EpochShuffle(len(self.train_problems), self.seed)
+        return EpochShuffle(len(self.train_problems), self.seed, **self.shard())
+
+    def shard(self) -> dict:
+        """This process's share of each epoch: ``num_replicas`` and ``rank`` for ``EpochShuffle``.
+
+        The sampler shards itself (Lightning keeps a ``DistributedSampler`` as it is), so
+        the same seeded order is split the same way in a fresh and in a resumed run.
+        """
+        trainer = self.trainer
+        return {"num_replicas": trainer.world_size, "rank": trainer.global_rank} if trainer else {}
 
     def val_dataloader(self) -> DataLoader | list:
         problems = self.val_problems
-        return self._loader(problems, EpochShuffle(len(problems), self.seed, shuffle=False)) if problems else []
+        sampler = EpochShuffle(len(problems), self.seed, shuffle=False, **self.shard())
+        return self._loader(problems, sampler) if problems else []
 
     def collate_fn(self):
         """Turns a list of ``Problem`` into one batch (module-level, so worker processes can pickle it)."""

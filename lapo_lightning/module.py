@@ -149,17 +149,21 @@ class GRPOModule(pl.LightningModule):
             return self.sampler.sample(self.policy, self.tokenizer, prompts, batch, group_size, gen)
 
     def verify(self, rollouts: RolloutBatch) -> RolloutBatch:
-        answers = [rollouts.problems.answers[i] for i in rollouts.group_index.tolist()]
-        result = self.verifier(rollouts.texts, answers)
+        problems, owner = rollouts.problems, rollouts.group_index.tolist()  # owner: [N] index into problems
+        # Whether the prompt left <think> open decides which part of a completion is graded.
+        # The B prompts are rendered again (string work) rather than carried through every sampler.
+        opened = [opens_think(self.prompt.render(p, b, self.tokenizer))
+                  for p, b in zip(problems.problems, problems.budgets)]  # [B]
+        result = self.verifier(rollouts.texts, [problems.answers[i] for i in owner], [opened[i] for i in owner])
         device = rollouts.completion_ids.device
-        return replace(rollouts, correct=result.correct.to(device), parsed=result.parsed.to(device))
+        return replace(rollouts, correct=result.correct.to(device), parsed=result.parsed.to(device),
+                       unclosed=result.unclosed.to(device))
 
     def update(self, rollouts: RolloutBatch, advantages: Tensor) -> dict[str, float]:
         """``num_iterations`` optimizer steps over the rollout batch, micro-batched."""
         opt, sched = self.optimizers(), self.lr_schedulers()
         mask = rollouts.completion_mask
-        totals = dict(total_tokens=max(int(mask.sum()), 1), total_sequences=len(rollouts),
-                      max_tokens=self.generation.max_new_tokens)
+        totals = self.step_totals(rollouts)
         ref_logprobs = self.logprobs_no_grad(rollouts, reference=True) if self.grpo.kl_coef > 0 else None
         # Old log-probs: the sampler's own (CompactDecode returns them), else one extra pass
         # when mu > 1. With mu = 1 and none given they equal the current ones, so grpo_loss
@@ -193,6 +197,24 @@ class GRPOModule(pl.LightningModule):
             opt.zero_grad(set_to_none=True)
             sched.step()
         return sums
+
+    def step_totals(self, rollouts: RolloutBatch) -> dict[str, float]:
+        """The loss normalisers: the whole step's token and sequence counts, over every process.
+
+        Strategies (DDP, FSDP, DeepSpeed) average gradients over the W processes, so each
+        process divides its sums by totals / W: the average is then the gradient of one
+        process holding the whole step, whatever the split (a process dividing by its own
+        token count would weigh the tokens of a short-answer process more).
+        Example: two processes with 300 and 100 tokens -> total_tokens 200 on each.
+        """
+        counts = torch.tensor([rollouts.completion_mask.sum().item(), len(rollouts)], dtype=torch.float64,
+                              device=self.device)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        tokens, sequences = (counts.clamp(min=1) / world).tolist()  # an all-empty step must not divide by 0
+        return dict(total_tokens=tokens, total_sequences=sequences,
+                    max_tokens=self.generation.max_new_tokens)
 
     def micro_batches(self, rollouts: RolloutBatch) -> list[Tensor]:
         """Index tensors of ``micro_batch_size`` rollouts, bucketed by length.

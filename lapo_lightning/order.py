@@ -6,6 +6,15 @@ tells the sampler how many batches of that epoch were already trained on, and th
 skipped once. Together with per-step rollout seeds in ``GRPOModule`` this makes a resumed
 run see the same batches and samples as an uninterrupted one.
 
+Several processes: each takes every ``num_replicas``-th index of the same epoch order,
+starting at its rank, so a step's problems are split across processes and each epoch's
+problems are seen exactly once (when the dataset size is not a multiple of the process
+count, the order is padded with its own first indices so every process runs the same number
+of steps, as ``DistributedSampler`` does). The skip after a resume then counts this
+process's own indices, which is exactly what it trained on. The sampler is a
+``DistributedSampler`` subclass so that Lightning uses it as it is instead of wrapping it in
+its own distributed sampler (which would split the already-skipped order a second time).
+
 With ``lengths``, each window of ``pool`` batches of the permutation is sorted by length,
 cut into batches and the batches shuffled again: batches hold rows of similar length (less
 padding in supervised fine-tuning), still in a seeded order, so the skip stays exact.
@@ -15,18 +24,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import math
+
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data.distributed import DistributedSampler
 
 
-class EpochShuffle(Sampler[int]):
-    """Seeded per-epoch shuffle (Lightning calls ``set_epoch``) with a one-off skip."""
+class EpochShuffle(DistributedSampler):
+    """Seeded per-epoch shuffle (Lightning calls ``set_epoch``), sharded over processes, with a one-off skip.
+
+    Example: size 5, two processes -> epoch order [3, 0, 4, 1, 2] padded to [3, 0, 4, 1, 2, 3];
+    rank 0 iterates [3, 4, 2], rank 1 [0, 1, 3].
+    """
 
     def __init__(self, size: int, seed: int, shuffle: bool = True, lengths: list[int] | None = None,
-                 batch_size: int = 1, pool: int = 16) -> None:
+                 batch_size: int = 1, pool: int = 16, num_replicas: int = 1, rank: int = 0) -> None:
+        # DistributedSampler.__init__ is not called: it needs a dataset and an initialised
+        # process group, and none of its own state is used.
         if lengths is not None and len(lengths) != size:
             raise ValueError(f"lengths has {len(lengths)} entries for {size} items")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.num_replicas, self.rank = num_replicas, rank
         self.lengths, self.batch_size, self.pool = lengths, batch_size, pool
         self.epoch = 0
         self._skip: tuple[int, int] | None = None  # (epoch, items to skip)
@@ -46,6 +66,10 @@ class EpochShuffle(Sampler[int]):
             order = list(range(self.size))
         if self.lengths is not None:
             order = self._bucketed(order, generator)
+        if self.num_replicas > 1:
+            total = len(self) * self.num_replicas  # pad with its own head
+            order = (order * math.ceil(total / max(len(order), 1)))[:total]
+            order = order[self.rank :: self.num_replicas]
         if self._skip is not None and self._skip[0] == self.epoch:
             order = order[self._skip[1]:]
             self._skip = None
@@ -62,4 +86,5 @@ class EpochShuffle(Sampler[int]):
         return out
 
     def __len__(self) -> int:
-        return self.size
+        """Indices this process iterates in a full epoch (before any skip)."""
+        return math.ceil(self.size / self.num_replicas)

@@ -68,7 +68,8 @@ class SFTDataModule(LapoDataModule):
     def train_sampler(self) -> EpochShuffle:
         """Seeded order with batches of similar length (characters, a proxy for tokens): less padding."""
         lengths = [len(p.problem) + len(p.extra[self.completion_field]) for p in self.train_problems]
-        return EpochShuffle(len(lengths), self.seed, lengths=lengths, batch_size=self.problems_per_step)
+        return EpochShuffle(len(lengths), self.seed, lengths=lengths, batch_size=self.problems_per_step,
+                            **self.shard())
 
 
 class SFTModule(pl.LightningModule):
