@@ -19,16 +19,18 @@ from lapo_lightning.rollout import Sampler, assemble_rollouts, encode_prompts
 
 
 class ReplaySampler(Sampler):
-    """Slot g of problem q: the answer (2 slots in 3) and 1-12 filler tokens, then EOS, all from hash(id)."""
+    """Slot g of problem q: the answer (2 slots in 3) and 1-12 filler tokens (1-6 when the
+    prompt states a budget, so stage 2 shortens and Eq. 8 acts), then EOS, all from hash(id)."""
 
     def sample(self, model, tokenizer, prompts, problems, group_size, gen):
         device = next(model.parameters()).device
         prompt_ids, prompt_mask, group_index = encode_prompts(tokenizer, prompts, group_size, device)
         rows = []
-        for pid, answer in zip(problems.problem_ids, problems.answers):
+        for pid, answer, budget in zip(problems.problem_ids, problems.answers, problems.budgets):
             h = int(hashlib.sha1(pid.encode()).hexdigest(), 16)
+            spread = 12 if budget is None else 6
             for g in range(group_size):
-                text = (answer if (h >> g) % 3 else "") + " ab" * (1 + (h >> (4 * g + 8)) % 12)
+                text = (answer if (h >> g) % 3 else "") + " ab" * (1 + (h >> (4 * g + 8)) % spread)
                 ids = tokenizer.encode(text, add_special_tokens=False)[: gen.max_new_tokens - 1]
                 rows.append(ids + [tokenizer.eos_token_id])
         width = max(len(r) for r in rows)

@@ -7,6 +7,7 @@ rank by re-running the command. Run: pytest tests/test_multiprocess.py -q (about
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,29 +40,70 @@ def warm_tiny_model():
     resolve_model("tiny:llama")
 
 
-def with_callbacks(tmp_path: Path, *callbacks: str, sampler: str | None = None) -> Path:
-    """configs/debug/stage1.yaml in tmp_path, plus extra callbacks (YAML flow mappings) and a sampler."""
+def with_plugins(tmp_path: Path, name: str, *callbacks: str, sampler: str | None = None) -> Path:
+    """configs/<name> in tmp_path, plus extra callbacks (YAML flow mappings) and a sampler."""
     extra = "".join(f"    - {c}\n" for c in callbacks)
     replace = {"    - class_path: TrainingHealthMonitor\n": "    - class_path: TrainingHealthMonitor\n" + extra}
     if sampler:
         replace["  reference:\n"] = f"  sampler: {{class_path: {sampler}}}\n  reference:\n"
-    return config_in(tmp_path, "debug/stage1.yaml", **replace)
+    return config_in(tmp_path, name, **replace)
 
 
-@pytest.mark.parametrize("aggregation", ["token_mean", "constant"])
-def test_two_processes_with_half_the_problems_give_the_one_process_gradient(tmp_path, aggregation):
-    grads = {}
-    for name, per_process, devices in (("one", "4", ()), ("two", "2", DDP)):
-        out = tmp_path / f"{name}.pt"
-        config = with_callbacks(tmp_path / name, f"{{class_path: ddp_plugins.GradRecorder, init_args: {{path: {out}}}}}",
-                                sampler="ddp_plugins.ReplaySampler")
-        lapo_fit(config, *devices, "--data.problems_per_step", per_process, "--trainer.max_steps", "1",
-                 "--model.grpo.token_aggregation", aggregation, "--model.grpo.max_grad_norm", "1.0e9")  # no clipping: a scale error must show
-        grads[name] = torch.load(out)
-    assert grads["one"].keys() == grads["two"].keys() and grads["one"]
-    assert any(g.abs().sum() > 0 for g in grads["one"].values()), "the replayed rollouts must give a gradient"
-    for key, g in grads["one"].items():
-        torch.testing.assert_close(grads["two"][key], g, rtol=1e-4, atol=1e-7, msg=key)
+def replay_run(folder: Path, name: str, processes: int, *extra: str) -> dict:
+    """One run of configs/<name> on replayed rollouts: 4 problems per step over 1 or 2 processes."""
+    grad = folder / "grad.pt"
+    config = with_plugins(folder, name, f"{{class_path: ddp_plugins.GradRecorder, init_args: {{path: {grad}}}}}",
+                          sampler="ddp_plugins.ReplaySampler")
+    devices = DDP if processes == 2 else ()
+    # No clipping: a gradient off by a constant factor must show.
+    lapo_fit(config, *devices, "--data.problems_per_step", str(4 // processes),
+             "--model.grpo.max_grad_norm", "1.0e9", *extra)
+    return torch.load(grad)
+
+
+def assert_same_gradient(one: dict, two: dict) -> None:
+    assert one.keys() == two.keys() and one
+    assert any(g.abs().sum() > 0 for g in one.values()), "the replayed rollouts must give a gradient"
+    for key, g in one.items():
+        torch.testing.assert_close(two[key], g, rtol=1e-4, atol=1e-7, msg=key)
+
+
+@pytest.fixture(scope="module")
+def replayed_stage1(tmp_path_factory) -> dict:
+    """Stage 1 (token_mean) run by one process and by two: {processes: (folder, first gradient)}."""
+    resolve_model("tiny:llama")
+    runs = {}
+    for processes in (1, 2):
+        folder = tmp_path_factory.mktemp(f"stage1_x{processes}")
+        runs[processes] = folder, replay_run(folder, "debug/stage1.yaml", processes)
+    return runs
+
+
+def test_token_mean_two_processes_with_half_the_problems_give_the_one_process_gradient(replayed_stage1):
+    assert_same_gradient(replayed_stage1[1][1], replayed_stage1[2][1])
+
+
+def test_constant_two_processes_with_half_the_problems_give_the_one_process_gradient(tmp_path):
+    one, two = (replay_run(tmp_path / f"x{n}", "debug/stage1.yaml", n, "--trainer.max_steps", "1",
+                           "--model.grpo.token_aggregation", "constant") for n in (1, 2))
+    assert_same_gradient(one, two)
+
+
+def test_two_processes_write_the_one_process_length_table(replayed_stage1):
+    one, two = (LengthTable.load(replayed_stage1[n][0] / "runs/debug_stage1/length_table.json") for n in (1, 2))
+    assert len(one.entries) == 24 and one.entries == two.entries  # every problem once, across processes
+
+
+def test_two_process_stage2_refines_targets_from_every_process(replayed_stage1, tmp_path):
+    refined = {}
+    for processes in (1, 2):
+        folder = tmp_path / f"x{processes}"
+        shutil.copytree(replayed_stage1[1][0] / "runs/debug_stage1", folder / "runs/debug_stage1")
+        replay_run(folder, "debug/stage2.yaml", processes)
+        refined[processes] = LengthTable.load(folder / "runs/debug_stage2/length_table_refined.json")
+    assert refined[1].entries == refined[2].entries
+    assert refined[1].metadata["targets_shrunk"] + refined[1].metadata["newly_solved"] > 0, "Eq. 8 must act"
+    assert refined[2].metadata["targets_shrunk"] == refined[1].metadata["targets_shrunk"]
 
 
 def test_two_process_stage1_killed_and_resumed_writes_the_uninterrupted_table(tmp_path):
@@ -71,7 +113,7 @@ def test_two_process_stage1_killed_and_resumed_writes_the_uninterrupted_table(tm
     lapo_fit(config_in(full_dir, "debug/stage1.yaml"), *args)
     uninterrupted = LengthTable.load(full_dir / "runs/debug_stage1/length_table.json")
 
-    killed = lapo_fit(with_callbacks(part_dir, "{class_path: ddp_plugins.KillRunAt, init_args: {step: 4}}"),
+    killed = lapo_fit(with_plugins(part_dir, "debug/stage1.yaml", "{class_path: ddp_plugins.KillRunAt, init_args: {step: 4}}"),
                       *args, check=False)
     assert killed.returncode == -9, killed.stderr[-2000:]
     checkpoints = part_dir / "runs/debug_stage1/checkpoints"
