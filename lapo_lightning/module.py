@@ -24,7 +24,7 @@ from lapo_lightning.algo import group_advantages, grpo_loss, token_logprobs, zer
 from lapo_lightning.config import GRPOConfig, OptimConfig
 from lapo_lightning.fast_rollout import CompactDecode
 from lapo_lightning.policy import PolicyConfig, load_policy
-from lapo_lightning.prompts import PlainPrompt, PromptTemplate
+from lapo_lightning.prompts import PlainPrompt, PromptTemplate, opens_think
 from lapo_lightning.reference import AdapterDisabled, NoReference, Reference
 from lapo_lightning.rewards import Accuracy, Reward, score
 from lapo_lightning.rollout import GenerationConfig, Sampler
@@ -301,6 +301,10 @@ class GRPOModule(pl.LightningModule):
         metrics.update({
             "accuracy": correct.float().mean(),
             "verify/miss_rate": (~rollouts.parsed).float().mean().cpu(),
+            # Completions still inside <think> at their end (all graded incorrect): near the
+            # truncation rate when the cap cuts reasoning short; near 1 when the model (or its
+            # tokenizer's decoding) never writes </think>, then see MathVerifier(think_tags=False).
+            "verify/unclosed_think_rate": rollouts.unclosed.float().mean().cpu(),
             "length/mean": lengths.mean(),
             "length/mean_correct": masked_mean(lengths, correct),
             "length/mean_incorrect": masked_mean(lengths, ~correct),

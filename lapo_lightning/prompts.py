@@ -27,6 +27,7 @@ INSTRUCTION = " Please think step by step and output the final answer within \\b
 # The official repo's f-string, with the instruction pulled out so it can be changed alone.
 PLAIN_TEMPLATE = "{system} User: {problem}{instruction} Assistant: <think>"
 THINK = "<think>"
+THINK_END = "</think>"
 
 # The official stage-2 sentence (appended right after "<think>" there). Render and parse
 # both derive from these two constants, so they cannot drift apart.
@@ -77,6 +78,18 @@ def parse_budget_range(text: str) -> tuple[int, int] | None:
     """The (low, high) range stated in a prompt or completion (the last wins), else None."""
     found = _RANGE_RE.findall(text)
     return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
+def opens_think(prompt: str) -> bool:
+    """True when a rendered prompt leaves a ``<think>`` block open for the completion: its last
+    ``<think>`` has no ``</think>`` after it. The verifier then grades only what the completion
+    writes after closing it.
+
+    Examples: the plain template's ``"... </think> answer here . User: 2+3 ... Assistant: <think>"``
+    -> True (the system text's pair is closed, the assistant's tag is not);
+    ``"2+3 Assistant:"`` -> False; ``"<think>\\n\\n</think>\\n\\n"`` (thinking switched off) -> False.
+    """
+    return prompt.rfind(THINK) > prompt.rfind(THINK_END)  # rfind gives -1 when absent
 
 
 class PromptTemplate(ABC):

@@ -70,6 +70,7 @@ class RolloutBatch:
     old_logprobs: Tensor | None = None
     correct: Tensor | None = None  # [N] bool, filled by the verifier
     parsed: Tensor | None = None  # [N] bool, an answer could be extracted and parsed
+    unclosed: Tensor | None = None  # [N] bool, the reasoning was opened and never closed (incorrect)
 
     @property
     def lengths(self) -> Tensor:

@@ -1,10 +1,12 @@
 """Answer extraction and equivalence checking: the only module that knows answer formats.
 
-The GRPO module calls :class:`MathVerifier` right after sampling; it fills
-``RolloutBatch.correct`` / ``parsed`` and every reward reads ``batch.correct`` from there.
-Departs from the official LAPO scripts, which compare the *first* ``\\boxed{}`` by exact
-string match (a regex that stops at the first ``}``, so ``\\boxed{\\frac{1}{2}}`` never
-matches): we take the *last* balanced box and test equivalence with math-verify.
+The GRPO module calls :class:`MathVerifier` right after sampling, telling it which prompts
+left ``<think>`` open (``prompts.opens_think``); it fills ``RolloutBatch.correct`` / ``parsed``
+/ ``unclosed`` and every reward reads ``batch.correct`` from there. Departs from the official
+LAPO scripts, which compare the *first* ``\\boxed{}`` of the whole response by exact string
+match (a regex that stops at the first ``}``, so ``\\boxed{\\frac{1}{2}}`` never matches): we
+take the *last* balanced box after the reasoning (:func:`after_reasoning`) and test
+equivalence with math-verify.
 """
 
 from __future__ import annotations
@@ -20,11 +22,30 @@ import torch
 from math_verify import parse, verify
 from torch import Tensor
 
+from lapo_lightning.prompts import THINK, THINK_END
+
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # The one fallback when there is no box: "the answer is X" / "final answer: X" (last one).
 _ANSWER_PHRASE = re.compile(r"answer\s*(?:is\s*:?|:)\s*([^\n]+)", re.IGNORECASE)
 _MAX_FALLBACK_CHARS = 200  # a longer "answer" is a sentence, not an answer
 _GOLD_CACHE_SIZE = 100_000
+
+
+def after_reasoning(text: str, prompt_opened: bool = False) -> str | None:
+    """The part of a completion that may hold its final answer: the text after its last
+    ``</think>`` (all of it when it has none and the reasoning was never opened), or None when
+    the completion ended still reasoning: the prompt (``prompt_opened``) or the completion
+    opened ``<think>`` and no ``</think>`` follows the last one. A box written mid-thought,
+    typically in a completion cut off by the token cap, is not an answer.
+
+    Examples: ``after_reasoning(" 2+3=5 </think> \\boxed{5}", True)`` -> ``" \\boxed{5}"``;
+    ``after_reasoning(" 2+3=5 so \\boxed{5} hmm", True)`` -> None;
+    ``after_reasoning("<think> 2+3=5 \\boxed{5}")`` -> None; ``after_reasoning("\\boxed{5}")`` -> ``"\\boxed{5}"``.
+    """
+    close = text.rfind(THINK_END)
+    if text.rfind(THINK) > close or (prompt_opened and close < 0):
+        return None
+    return text[close + len(THINK_END):] if close >= 0 else text
 
 
 def extract_boxed(text: str) -> str | None:
@@ -71,7 +92,7 @@ def extract_answer(text: str, fallback: bool = True) -> str | None:
         return boxed or None  # an empty box is no answer
     if not fallback:
         return None
-    tail = text.rsplit("</think>", 1)[-1]
+    tail = text.rsplit(THINK_END, 1)[-1]
     matches = _ANSWER_PHRASE.findall(tail)
     if not matches:
         return None
@@ -149,30 +170,64 @@ for _name in ("math_verify.parser", "math_verify.grader"):
 class VerifyResult:
     correct: Tensor  # [N] bool, the completion's answer is equivalent to the reference
     parsed: Tensor  # [N] bool, an answer was extracted and parsed (False = verifier miss)
+    unclosed: Tensor  # [N] bool, the reasoning was opened and never closed (so neither of the above)
 
 
 class Verifier:
-    """Base class: judges ``texts[i]`` against ``answers[i]`` for N completions."""
+    """Base class: judges ``texts[i]`` against ``answers[i]`` for N completions.
 
-    def __call__(self, texts: list[str], answers: list[str]) -> VerifyResult:
+    Args:
+        think_tags: the model reasons inside ``<think> ... </think>``: grade only the text
+            after the reasoning (:func:`after_reasoning`), and a completion whose reasoning
+            was opened and never closed is incorrect. False grades the whole text, for models
+            that write no think tags (and the random-init debug models, which never close one).
+    """
+
+    think_tags: bool = True  # class default too, for subclasses that skip __init__
+
+    def __init__(self, think_tags: bool = True) -> None:
+        self.think_tags = think_tags
+
+    def __call__(self, texts: list[str], answers: list[str], opened: list[bool] | None = None) -> VerifyResult:
+        """``opened[i]``: rollout i's prompt left ``<think>`` open (``prompts.opens_think``);
+        None means no prompt did."""
         raise NotImplementedError
+
+    def graded_text(self, text: str, opened: bool = False) -> str | None:
+        """The part of ``text`` that is graded; None when its reasoning never closed."""
+        return after_reasoning(text, opened) if self.think_tags else text
+
+    def graded_texts(self, texts: list[str], answers: list[str], opened: list[bool] | None) -> list[str | None]:
+        """:meth:`graded_text` of each completion, after checking that the three lists line up."""
+        if len(texts) != len(answers):
+            raise ValueError(f"texts and answers differ in length: {len(texts)} vs {len(answers)}")
+        if opened is None:
+            opened = [False] * len(texts)
+        elif len(opened) != len(texts):
+            raise ValueError(f"texts and opened differ in length: {len(texts)} vs {len(opened)}")
+        return [self.graded_text(text, o) for text, o in zip(texts, opened)]
+
+
+def _flags(values: list[bool]) -> Tensor:
+    return torch.tensor(values, dtype=torch.bool)
 
 
 class ContainsAnswer(Verifier):
     """Lenient check for smoke tests and toy tasks: correct when the reference answer occurs
-    in the completion, not as part of a longer number ("7" is not found in "17" or "7.5").
+    in the graded text, not as part of a longer number ("7" is not found in "17" or "7.5").
 
     The debug configs use it so that a random-init model is sometimes right, which is
-    what exercises the length statistics end to end. Every non-empty completion counts as
-    parsed.
+    what exercises the length statistics end to end; they set ``think_tags: false`` (see
+    :class:`Verifier`), since such a model never closes the prompt's ``<think>``. Every
+    non-empty graded text counts as parsed.
     """
 
-    def __call__(self, texts: list[str], answers: list[str]) -> VerifyResult:
-        if len(texts) != len(answers):
-            raise ValueError(f"texts and answers differ in length: {len(texts)} vs {len(answers)}")
-        found = [re.search(rf"(?<![\d.]){re.escape(a.strip())}(?!\.?\d)", t) is not None for t, a in zip(texts, answers)]
-        return VerifyResult(correct=torch.tensor(found, dtype=torch.bool),
-                            parsed=torch.tensor([bool(t.strip()) for t in texts], dtype=torch.bool))
+    def __call__(self, texts: list[str], answers: list[str], opened: list[bool] | None = None) -> VerifyResult:
+        graded = self.graded_texts(texts, answers, opened)
+        found = [g is not None and re.search(rf"(?<![\d.]){re.escape(a.strip())}(?!\.?\d)", g) is not None
+                 for g, a in zip(graded, answers)]
+        return VerifyResult(correct=_flags(found), parsed=_flags([bool(g and g.strip()) for g in graded]),
+                            unclosed=_flags([g is None for g in graded]))
 
 
 class MathVerifier(Verifier):
@@ -184,28 +239,33 @@ class MathVerifier(Verifier):
             main thread the check runs unguarded (math-verify's own timeout would raise
             there). Training calls it from ``training_step``, which runs in the main thread.
         fallback: also accept "the answer is X" when a completion has no ``\\boxed{}``.
+        think_tags: see :class:`Verifier`; False grades the whole text.
     """
 
-    def __init__(self, timeout_s: float = 5.0, fallback: bool = True) -> None:
+    def __init__(self, timeout_s: float = 5.0, fallback: bool = True, think_tags: bool = True) -> None:
+        super().__init__(think_tags)
         self.timeout_s = timeout_s
         self.fallback = fallback
         self._gold_cache: dict[str, list] = {}
 
-    def __call__(self, texts: list[str], answers: list[str]) -> VerifyResult:
-        """``texts[i]`` is judged against ``answers[i]`` (both [N] strings).
+    def __call__(self, texts: list[str], answers: list[str], opened: list[bool] | None = None) -> VerifyResult:
+        """``texts[i]`` is judged against ``answers[i]`` (both [N] strings); ``opened`` as in
+        :class:`Verifier`.
 
-        Example: ``MathVerifier()(["\\boxed{0.5}", "no idea"], ["\\frac{1}{2}", "3"])``
-        -> ``correct=[True, False]``, ``parsed=[True, False]``.
+        Example: ``MathVerifier()(["\\boxed{0.5}", "no idea", "so \\boxed{3}"], ["\\frac{1}{2}", "3", "3"],
+        opened=[False, False, True])`` -> ``correct=[True, False, False]``,
+        ``parsed=[True, False, False]``, ``unclosed=[False, False, True]``.
         """
-        if len(texts) != len(answers):
-            raise ValueError(f"texts and answers differ in length: {len(texts)} vs {len(answers)}")
-        results = [self._check(text, answer) for text, answer in zip(texts, answers)]
-        correct = torch.tensor([c for c, _ in results], dtype=torch.bool)  # [N]
-        parsed = torch.tensor([p for _, p in results], dtype=torch.bool)  # [N]
-        return VerifyResult(correct=correct, parsed=parsed)
+        graded = self.graded_texts(texts, answers, opened)
+        results = [self._check(text, answer) for text, answer in zip(graded, answers)]
+        correct = _flags([c for c, _ in results])  # [N]
+        parsed = _flags([p for _, p in results])  # [N]
+        return VerifyResult(correct=correct, parsed=parsed, unclosed=_flags([g is None for g in graded]))
 
-    def _check(self, text: str, answer: str) -> tuple[bool, bool]:
-        """(correct, parsed) for one completion."""
+    def _check(self, text: str | None, answer: str) -> tuple[bool, bool]:
+        """(correct, parsed) for one graded text (None: the reasoning never closed)."""
+        if text is None:
+            return False, False
         try:
             predicted = extract_answer(text, fallback=self.fallback)
         except Exception:  # noqa: BLE001 - model text must never crash training

@@ -38,8 +38,11 @@ def test_debug_fit_trains_lora_logs_metrics_and_exports(tmp_path):
     columns = set(rows[0])
     for key in ("reward/total", "reward/accuracy", "reward/has_digit", "accuracy", "length/mean",
                 "length/truncation_rate", "adv/frac_zero_std", "loss/kl", "loss/policy", "train/clip_frac",
-                "perf/gen_tokens_per_s", "perf/train_tokens_per_s", "perf/step_time_s", "val/accuracy"):
+                "perf/gen_tokens_per_s", "perf/train_tokens_per_s", "perf/step_time_s", "val/accuracy",
+                "verify/unclosed_think_rate"):
         assert key in columns, key
+    unclosed = [float(r["verify/unclosed_think_rate"]) for r in rows if r.get("verify/unclosed_think_rate")]
+    assert unclosed and all(0.0 <= u <= 1.0 for u in unclosed)
     kl = [float(r["loss/kl"]) for r in rows if r.get("loss/kl")]
     assert kl[0] == 0.0 and max(kl) > 0, "policy starts at the reference and drifts from it"
     assert (tmp_path / "runs/debug_grpo/version_0/samples.jsonl").exists() or any(

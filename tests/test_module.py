@@ -1,5 +1,6 @@
 """GRPOModule wiring through short CLI fits: inner epochs, the reference pass only when KL
-is on, aggregation modes, stop strings, and merged export.
+is on, aggregation modes, stop strings, and merged export; and, on hand-built rollouts,
+that ``verify`` tells the verifier which prompts left <think> open.
 
 Run: pytest tests/test_module.py -q
 """
@@ -12,9 +13,11 @@ import torch
 from clitools import ROOT, config_in, fit
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.policy import PolicyConfig, export_merged, load_policy
+from lapo_lightning.prompts import PlainPrompt
 from lapo_lightning.reference import NoReference
 from lapo_lightning.rollout import GenerationConfig, HFGenerate
-from lapo_lightning.types import ProblemBatch
+from lapo_lightning.types import ProblemBatch, RolloutBatch
+from lapo_lightning.verify import MathVerifier
 
 pytestmark = pytest.mark.slow
 
@@ -94,3 +97,33 @@ def test_export_merged_equals_base_plus_adapter(tmp_path):
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def hand_rollouts(texts: list[str]) -> RolloutBatch:
+    """Two problems (answers 5 and 7), two rollouts each; only what ``verify`` reads is real."""
+    n = len(texts)
+    ones, zeros = torch.ones(n, 1, dtype=torch.bool), torch.zeros(n, 1, dtype=torch.long)
+    return RolloutBatch(problems=ProblemBatch(["a", "b"], ["2+3", "3+4"], ["5", "7"]),
+                        group_index=torch.tensor([0, 0, 1, 1]), prompt_ids=zeros, prompt_mask=ones,
+                        completion_ids=zeros, completion_mask=ones, texts=texts,
+                        truncated=torch.tensor([True, False, True, False]))
+
+
+# Per problem: cut off mid-thought with the right box, then closed with the right box after.
+TEXTS = [r" 2+3=5 so \boxed{5} and", r" 2+3=5 </think> \boxed{5}",
+         r" 3+4=7 \boxed{7}", r" \boxed{5} </think> \boxed{7}"]
+
+
+def test_verify_grades_only_after_the_reasoning_the_prompt_opened():
+    out = GRPOModule().verify(hand_rollouts(TEXTS))  # the paper's prompt ends "Assistant: <think>"
+    assert out.correct.tolist() == [False, True, False, True]
+    assert out.unclosed.tolist() == [True, False, True, False]
+    assert out.parsed.tolist() == [False, True, False, True]
+
+
+def test_verify_after_a_prompt_that_opens_nothing_or_with_think_tags_off_grades_the_whole_text():
+    no_think = GRPOModule(prompt=PlainPrompt(template="{problem} =", placement="none"))
+    whole_text = GRPOModule(verifier=MathVerifier(think_tags=False))
+    for module in (no_think, whole_text):
+        out = module.verify(hand_rollouts(TEXTS))
+        assert out.correct.tolist() == [True, True, True, True] and not out.unclosed.any()

@@ -3,7 +3,7 @@
 Covers: the exact official plain prompt, each budget placement (think, outside, range,
 none), render/parse round trips, stage 1 == stage 2 apart from the sentence, ChatPrompt
 through a tiny tokenizer saved and reloaded offline (with and without a template that
-already opens <think>), and construction errors.
+already opens <think>), construction errors, and which rendered prompts leave <think> open.
 Run: HF_HUB_OFFLINE=1 python -m pytest tests/test_prompts.py -q
 """
 
@@ -18,6 +18,7 @@ from lapo_lightning.prompts import (  # noqa: E402
     ChatPrompt,
     PlainPrompt,
     budget_range,
+    opens_think,
     parse_budget,
     parse_budget_range,
     render_budget,
@@ -134,6 +135,20 @@ def test_custom_template_and_its_errors():
         PlainPrompt(placement="inside")
 
 
+@pytest.mark.parametrize("placement", ["think", "outside", "range", "none"])
+def test_the_official_prompt_leaves_think_open(placement):
+    prompt = PlainPrompt(placement=placement)
+    assert opens_think(prompt.render(PROBLEM)) and opens_think(prompt.render(PROBLEM, budget=300))
+
+
+def test_a_template_without_think_leaves_nothing_open():
+    # The R1 system text still names both tags, closed: only the last <think> counts.
+    prompt = PlainPrompt(template="{system} User: {problem}{instruction} Assistant:", placement="none")
+    assert "<think>" in prompt.render(PROBLEM) and not opens_think(prompt.render(PROBLEM))
+    assert not opens_think(PlainPrompt(template="{problem} =", placement="none").render("1+1"))
+    assert not opens_think("<|assistant|><think>\n\n</think>\n\n")  # a chat template with thinking off
+
+
 def save_tiny_tokenizer(path, chat_template):
     """A char-level WordLevel tokenizer, saved and reloaded the way a hub id would load."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -177,6 +192,7 @@ def test_chat_template_that_already_opens_think(tmp_path):
     prompt = ChatPrompt()
     stage1 = prompt.render("Q", tokenizer=tokenizer)
     assert stage1.endswith("<|assistant|><think>\n") and stage1.count("<think>") == 1
+    assert opens_think(stage1)
     stage2 = prompt.render("Q", 40, tokenizer)
     assert stage2.endswith("<think> I will answer the question with 40 tokens.\n")
     outside = ChatPrompt(placement="outside").render("Q", 40, tokenizer)

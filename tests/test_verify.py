@@ -2,7 +2,9 @@
 
 Covers: last balanced \\boxed{} (nested braces, \\fbox, truncated boxes), the "answer is"
 fallback, math-verify equivalences (fractions, decimals, intervals, tuples), wrong answers,
-garbage -> parsed False, the timeout on a pathological answer and calls from a worker thread.
+garbage -> parsed False, the timeout on a pathological answer and calls from a worker thread;
+grading only after the reasoning (a box inside an unclosed <think> is no answer) and the
+think_tags=False option that grades the whole text, for both verifiers.
 Run: HF_HUB_OFFLINE=1 python -m pytest tests/test_verify.py -q
 """
 
@@ -12,7 +14,14 @@ import time
 import pytest
 import torch
 
-from lapo_lightning.verify import MathVerifier, VerifyResult, extract_answer, extract_boxed
+from lapo_lightning.verify import (
+    ContainsAnswer,
+    MathVerifier,
+    VerifyResult,
+    after_reasoning,
+    extract_answer,
+    extract_boxed,
+)
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +176,70 @@ def test_worker_thread_does_not_raise():
     assert not errors
     assert out["result"].correct.tolist() == [True, False, False]
     assert out["result"].parsed.tolist() == [True, True, False]
+
+
+# ------------------------------------------------- answers from inside the reasoning
+TRUNCATED = r" 2+3=5, so \boxed{5} unless I check again and"  # cut off by the cap, <think> never closed
+
+
+@pytest.mark.parametrize(
+    "text, prompt_opened, expected",
+    [
+        (TRUNCATED, True, None),  # the prompt opened <think>: still reasoning at the end
+        (TRUNCATED, False, TRUNCATED),  # nothing opened: all of it is the answer
+        (r" 2+3=5 </think> so \boxed{5}", True, r" so \boxed{5}"),
+        (r" maybe \boxed{4} </think> \boxed{5}", True, r" \boxed{5}"),  # the box before </think> is dropped
+        (r"<think> 2+3 </think> \boxed{5}", False, r" \boxed{5}"),  # the completion opens and closes it
+        (r"<think> 2+3=5 \boxed{5}", False, None),  # the completion opens it and never closes it
+        (r" a </think> \boxed{4} <think> no, \boxed{5}", True, None),  # reopened at the end
+        ("</think>", True, ""),
+    ],
+)
+def test_after_reasoning(text, prompt_opened, expected):
+    assert after_reasoning(text, prompt_opened) == expected
+
+
+def test_a_box_inside_unclosed_reasoning_is_incorrect_unless_think_tags_is_off():
+    result = MathVerifier()([TRUNCATED], ["5"], opened=[True])
+    assert (result.correct.tolist(), result.parsed.tolist(), result.unclosed.tolist()) == ([False], [False], [True])
+    result = MathVerifier(think_tags=False)([TRUNCATED], ["5"], opened=[True])  # the whole text is graded
+    assert (result.correct.tolist(), result.parsed.tolist(), result.unclosed.tolist()) == ([True], [True], [False])
+
+
+@pytest.mark.parametrize(
+    "text, answer, opened, expected",
+    [
+        (r" 2+3=5 </think> The sum is \boxed{5}.", "5", True, (True, True, False)),
+        (r" maybe \boxed{4} </think> \boxed{5}", "5", True, (True, True, False)),  # graded by the box after
+        (r" maybe \boxed{5} </think> \boxed{4}", "5", True, (False, True, False)),
+        (r" 2+3=5 </think> so 5", "5", True, (False, False, False)),  # closed, but no final answer
+        (r"<think> is it \boxed{4}? </think> \boxed{5}", "5", False, (True, True, False)),  # self-opened, closed
+        (r"<think> 2+3=5 \boxed{5}", "5", False, (False, False, True)),  # self-opened, never closed
+        (r"\boxed{5}", "5", False, (True, True, False)),  # no think tags anywhere
+    ],
+)
+def test_only_the_text_after_the_reasoning_is_graded(verifier, text, answer, opened, expected):
+    result = verifier([text], [answer], opened=[opened])
+    assert (bool(result.correct[0]), bool(result.parsed[0]), bool(result.unclosed[0])) == expected
+
+
+def test_the_fallback_phrase_inside_unclosed_reasoning_is_no_answer(verifier):
+    result = verifier([" so the answer is 5, but wait"], ["5"], opened=[True])
+    assert (result.correct.tolist(), result.unclosed.tolist()) == ([False], [True])
+
+
+def test_contains_answer_follows_the_same_rule():
+    texts, answers, opened = [" 2+3=5", " 2+3=5 </think> 5", " 7 </think> 8"], ["5", "5", "7"], [True, True, True]
+    result = ContainsAnswer()(texts, answers, opened)
+    assert result.correct.tolist() == [False, True, False]  # "7" only inside the reasoning
+    assert result.parsed.tolist() == [False, True, True]
+    assert result.unclosed.tolist() == [True, False, False]
+    lenient = ContainsAnswer(think_tags=False)(texts, answers, opened)  # the debug configs' setting
+    assert lenient.correct.tolist() == [True, True, True] and not lenient.unclosed.any()
+
+
+def test_opened_defaults_to_no_prompt_and_must_line_up(verifier):
+    assert verifier([TRUNCATED], ["5"]).correct.tolist() == [True]  # no prompt opened <think>
+    assert verifier([], [], opened=[]).unclosed.shape == (0,)
+    with pytest.raises(ValueError, match="texts and opened differ in length"):
+        verifier(["a", "b"], ["1", "2"], opened=[True])

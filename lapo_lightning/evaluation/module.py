@@ -23,7 +23,7 @@ from lapo_lightning.evaluation.data import EvalBatch
 from lapo_lightning.evaluation.metrics import BenchmarkMetrics
 from lapo_lightning.evaluation.models import ModelSpec, check_models, load_for_eval
 from lapo_lightning.evaluation.records import RecordStore, SampleRecord, to_outcomes
-from lapo_lightning.prompts import PlainPrompt, PromptTemplate
+from lapo_lightning.prompts import PlainPrompt, PromptTemplate, opens_think
 from lapo_lightning.rollout import GenerationConfig, HFGenerate, Sampler
 from lapo_lightning.types import ProblemBatch
 from lapo_lightning.verify import MathVerifier, Verifier, extract_answer
@@ -165,13 +165,17 @@ class EvalModule(pl.LightningModule):
             torch.manual_seed(self._batch_seed(batch, batch_idx))
             rollouts = self.sampler.sample(self.policy, self.tokenizer, prompts, sub, group_size, self.generation)
         owners = rollouts.group_index.tolist()  # [R] index into sub
-        verdict = self.verifier(rollouts.texts, [sub.answers[i] for i in owners])
+        opened = [opens_think(prompts[i]) for i in owners]  # [R] the prompt left <think> open
+        verdict = self.verifier(rollouts.texts, [sub.answers[i] for i in owners], opened)
         lengths, truncated = rollouts.lengths.tolist(), rollouts.truncated.tolist()
         fallback = getattr(self.verifier, "fallback", True)
+        # The recorded answer comes from the part the verifier graded: none while still reasoning.
+        graded = [self.verifier.graded_text(text, o) for text, o in zip(rollouts.texts, opened)]
+        answers = [None if g is None else extract_answer(g, fallback=fallback) for g in graded]  # [R]
         return [
             SampleRecord(
                 model=self.current.name, condition=batch.condition, benchmark=batch.benchmark,
-                problem_id=sub.problem_ids[owner], sample=samples[i], answer=extract_answer(text, fallback=fallback),
+                problem_id=sub.problem_ids[owner], sample=samples[i], answer=answers[i],
                 correct=bool(verdict.correct[i]), parsed=bool(verdict.parsed[i]), length=int(lengths[i]),
                 truncated=bool(truncated[i]), budget=sub.budgets[owner], level=batch.levels[rows[owner]],
                 text=text if self.save_texts else None,

@@ -9,9 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lapo_lightning.data import ProblemFields, load_problems
 from lapo_lightning.demo.task import CHECK_WEIGHTS, SPLITS, SumProblem, make_splits, trace, write_splits
+from lapo_lightning.prompts import PlainPrompt, opens_think
 from lapo_lightning.verify import MathVerifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,8 +38,27 @@ def test_traces_verify_with_the_real_math_verifier():
     rng = random.Random(1)
     problems = [SumProblem(tuple(rng.randint(1, 9) for _ in range(lv + 1))) for lv in (1, 2, 3, 4)]
     texts = [trace(p, rng) for p in problems]
-    result = MathVerifier()(texts + texts, [str(p.answer) for p in problems] + [str(p.answer + 1) for p in problems])
+    result = MathVerifier()(texts + texts, [str(p.answer) for p in problems] + [str(p.answer + 1) for p in problems],
+                            opened=[True] * 8)  # the demo prompt opens <think>; the trace closes it
     assert result.correct.tolist() == [True] * 4 + [False] * 4
+
+
+@pytest.mark.parametrize("config", ["stage1.yaml", "stage2.yaml", "acc_only.yaml", "eval_greedy.yaml",
+                                    "eval_sampled.yaml"])
+def test_the_demo_prompt_opens_think_and_the_shipped_traces_close_it(config):
+    """The default verifier grades the demo's completions: its prompt leaves <think> open and
+    every SFT trace closes it before the box (without its ``</think>`` the same trace is incorrect)."""
+    model = yaml.safe_load((ROOT / "configs" / "demo" / config).read_text())["model"]
+    assert "verifier" not in model  # the default MathVerifier, think_tags on
+    prompt = PlainPrompt(**model["prompt"]["init_args"])
+    rows = [json.loads(line) for line in (ROOT / "data" / "demo" / "sft.jsonl").read_text().splitlines()[:200]]
+    opened = [opens_think(prompt.render(r["problem"], budget=7)) for r in rows]
+    assert all(opened)
+    answers = [r["answer"] for r in rows]
+    result = MathVerifier()([r["solution"] for r in rows], answers, opened)
+    assert result.correct.all() and not result.unclosed.any()
+    cut = [r["solution"].replace("</think>", "") for r in rows]  # the same box, never leaving the reasoning
+    assert not MathVerifier()(cut, answers, opened).correct.any()
 
 
 def test_splits_are_seeded_sized_and_keep_test_problems_out_of_training():

@@ -31,7 +31,8 @@ ANSWERS = {
     "test/number_theory/572.json": "9",  # level 3
     "test/algebra/1349.json": "\\text{Evelyn}",  # level 2
 }
-# Per problem, sample k -> (kind, generated tokens). "none" = no answer at all; CAP = truncated.
+# Per problem, sample k -> (kind, generated tokens); CAP = truncated. "none" = no final answer:
+# the right box, but inside reasoning the prompt's <think> opened and the sample never closed.
 SCRIPT = {
     "test/precalculus/807.json": [("right", 10), ("right", 20), ("wrong", 30), ("none", CAP)],  # c=2
     "test/intermediate_algebra/1994.json": [("wrong", 80), ("wrong", 90), ("none", CAP), ("right", 60)],  # c=1
@@ -71,8 +72,8 @@ class ScriptedSampler(Sampler):
             pid = problems.problem_ids[i]
             kind, length = SCRIPT[pid][self.seen[pid] % 4]
             self.seen[pid] += 1
-            texts.append({"right": f"so \\boxed{{{ANSWERS[pid]}}}", "wrong": "so \\boxed{12345}",
-                          "none": "I am not sure"}[kind])
+            texts.append({"right": f"ok </think> \\boxed{{{ANSWERS[pid]}}}", "wrong": "ok </think> \\boxed{12345}",
+                          "none": f"maybe \\boxed{{{ANSWERS[pid]}}} but"}[kind])
             lengths.append(length)
         self.rows += len(texts)
         n, width = len(texts), max(lengths)
