@@ -309,9 +309,8 @@ class LapoDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = self.train_sampler()
-        if self._resume is not None:  # per process: each skips the batches it trained on itself
-            epoch, batches = self._resume
-            sampler.skip_once(epoch, batches * self.problems_per_step)
+        if self._resume is not None:
+            sampler.skip_once(*self._resume)
             self._resume = None
         return self._loader(self.train_problems, sampler)
 
@@ -347,13 +346,16 @@ class LapoDataModule(pl.LightningDataModule):
         )
 
     # A mid-epoch checkpoint records how far into the epoch training got, so the resumed
-    # run skips exactly the batches it already trained on (see lapo_lightning/order.py).
+    # run skips exactly the problems it already trained on (see lapo_lightning/order.py).
     def state_dict(self) -> dict:
         trainer = self.trainer
         if trainer is None:
             return {}
-        return {"epoch": trainer.current_epoch, "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": trainer.current_epoch, "batches_done": batches,
+                "problems_done": batches * self.problems_per_step * trainer.world_size}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if state_dict:
-            self._resume = (state_dict["epoch"], state_dict["batches_done"])
+        if state_dict:  # checkpoints from before problems_done were single-process
+            done = state_dict.get("problems_done", state_dict["batches_done"] * self.problems_per_step)
+            self._resume = (state_dict["epoch"], done)

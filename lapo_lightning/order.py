@@ -2,18 +2,19 @@
 
 The order of epoch ``e`` is a permutation seeded by ``(seed, e)`` alone, so it does not
 depend on how many epochs ran in this process. After a mid-epoch resume the data module
-tells the sampler how many batches of that epoch were already trained on, and they are
-skipped once. Together with per-step rollout seeds in ``GRPOModule`` this makes a resumed
-run see the same batches and samples as an uninterrupted one.
+tells the sampler how many problems of that epoch were already trained on (over all
+processes), and they are skipped once. Together with per-step rollout seeds in
+``GRPOModule`` this makes a resumed run see the same batches and samples as an
+uninterrupted one.
 
 Several processes: each takes every ``num_replicas``-th index of the same epoch order,
 starting at its rank, so a step's problems are split across processes and each epoch's
 problems are seen exactly once (when the dataset size is not a multiple of the process
 count, the order is padded with its own first indices so every process runs the same number
-of steps, as ``DistributedSampler`` does). The skip after a resume then counts this
-process's own indices, which is exactly what it trained on. The sampler is a
-``DistributedSampler`` subclass so that Lightning uses it as it is instead of wrapping it in
-its own distributed sampler (which would split the already-skipped order a second time).
+of steps, as ``DistributedSampler`` does). A resume skips the consumed head of that order
+and splits the rest again, so it may even use another number of processes. The sampler is
+a ``DistributedSampler`` subclass so that Lightning uses it as it is instead of wrapping it
+in its own distributed sampler (which would split the already-skipped order a second time).
 
 With ``lengths``, each window of ``pool`` batches of the permutation is sorted by length,
 cut into batches and the batches shuffled again: batches hold rows of similar length (less
@@ -55,7 +56,8 @@ class EpochShuffle(DistributedSampler):
         self.epoch = epoch
 
     def skip_once(self, epoch: int, items: int) -> None:
-        """Drop the first ``items`` indices the next time ``epoch`` is iterated."""
+        """Drop the first ``items`` indices of the epoch's order (over all processes) the next
+        time ``epoch`` is iterated."""
         self._skip = (epoch, items)
 
     def __iter__(self) -> Iterator[int]:
@@ -66,14 +68,12 @@ class EpochShuffle(DistributedSampler):
             order = list(range(self.size))
         if self.lengths is not None:
             order = self._bucketed(order, generator)
-        if self.num_replicas > 1:
-            total = len(self) * self.num_replicas  # pad with its own head
-            order = (order * math.ceil(total / max(len(order), 1)))[:total]
-            order = order[self.rank :: self.num_replicas]
+        order = _pad(order, self.num_replicas)
         if self._skip is not None and self._skip[0] == self.epoch:
-            order = order[self._skip[1]:]
+            # Padded again: a run resumed on another number of processes still splits evenly.
+            order = _pad(order[self._skip[1]:], self.num_replicas)
             self._skip = None
-        return iter(order)
+        return iter(order[self.rank :: self.num_replicas])
 
     def _bucketed(self, order: list[int], generator: torch.Generator | None) -> list[int]:
         window, out = self.batch_size * self.pool, []
@@ -88,3 +88,9 @@ class EpochShuffle(DistributedSampler):
     def __len__(self) -> int:
         """Indices this process iterates in a full epoch (before any skip)."""
         return math.ceil(self.size / self.num_replicas)
+
+
+def _pad(order: list[int], multiple: int) -> list[int]:
+    """``order`` repeated from its head up to a multiple of ``multiple``: [3, 0, 4], 2 -> [3, 0, 4, 3]."""
+    total = math.ceil(len(order) / multiple) * multiple
+    return (order * math.ceil(total / max(len(order), 1)))[:total]

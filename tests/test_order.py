@@ -41,9 +41,28 @@ def test_resume_skips_exactly_what_each_process_trained():
     full = _shards(24, 2)
     for rank in range(2):
         sampler = EpochShuffle(24, seed=3, num_replicas=2, rank=rank)
-        sampler.skip_once(0, 4)  # two batches of B = 2 done on this process
+        sampler.skip_once(0, 8)  # two steps of B = 2 on each of the two processes
         assert list(sampler) == full[rank][4:]
         assert list(sampler) == full[rank]  # once only
+
+
+def test_uneven_resume_keeps_the_padding_of_the_uninterrupted_run():
+    full = _shards(7, 2)  # 8 slots: the last one repeats the first problem
+    for rank in range(2):
+        sampler = EpochShuffle(7, seed=3, num_replicas=2, rank=rank)
+        sampler.skip_once(0, 4)
+        assert list(sampler) == full[rank][2:]
+
+
+def test_resume_on_another_number_of_processes_trains_the_rest_of_the_epoch_once():
+    order = list(EpochShuffle(24, seed=3))
+    rest = []
+    for rank in range(3):  # 8 problems done on 2 processes, resumed on 3
+        sampler = EpochShuffle(24, seed=3, num_replicas=3, rank=rank)
+        sampler.skip_once(0, 8)
+        rest.append(list(sampler))
+    # 16 left, padded to 18 so the three processes run the same number of steps
+    assert {len(r) for r in rest} == {6} and sorted(set(sum(rest, []))) == sorted(order[8:])
 
 
 def test_bad_rank_is_refused():
