@@ -121,13 +121,24 @@ def _read_local(path: Path, key: str) -> tuple[str, list[tuple[int, dict]]]:
                 raise DataError(f"{key}: {path} holds {type(data).__name__}, expected a list of problems")
             return "row", _check_objects(list(enumerate(data, start=1)), path, key, "row")
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(jsonl_lines(text), start=1):
         if line.strip():
             try:
                 rows.append((lineno, json.loads(line)))
             except json.JSONDecodeError as e:
                 raise DataError(f"{key}: {path} line {lineno} is not valid JSON ({e})") from None
     return "line", _check_objects(rows, path, key, "line")
+
+
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSON-lines text: split on "\\n" only (a "\\r\\n" ending loses its "\\r").
+
+    Not ``str.splitlines``: it also breaks on U+2028/U+2029, \\x85, \\x0b, \\x0c and
+    \\x1c-\\x1e, which JSON allows unescaped inside a string (GSM8K's train file has U+2028),
+    so one record would be cut in two and reported as invalid JSON.
+    Example: ``jsonl_lines('{"a": "x\\u2028y"}\\r\\n{}')`` -> ``['{"a": "x\\u2028y"}', '{}']``.
+    """
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
 def _check_objects(rows: list[tuple[int, Any]], path: Path, key: str, unit: str) -> list[tuple[int, dict]]:

@@ -99,7 +99,8 @@ def read_questions(path: str) -> list[str]:
     file = Path(path)
     if not file.is_file():
         raise InferenceError(f"--file: not found: {path}")
-    lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # Split on "\n" only: splitlines() also breaks on U+2028 and the like, legal inside a JSON string.
+    lines = [line.rstrip("\r") for line in file.read_text(encoding="utf-8").split("\n") if line.strip()]
     if file.suffix != ".jsonl":
         return lines
     try:

@@ -108,6 +108,32 @@ def test_empty_answer_and_bad_json_are_reported(tmp_path):
         load_problems(str(tmp_path / "j.jsonl"), ProblemFields())
 
 
+# Characters str.splitlines() treats as line breaks but JSON allows raw inside a string.
+UNICODE_BREAKS = "\u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])  # .json: one object per line, read as JSON lines
+def test_line_separators_inside_strings_do_not_split_a_record(tmp_path, suffix):
+    rows = [{"id": "a", "problem": f"x{UNICODE_BREAKS}y", "answer": "1"}, {"id": "b", "problem": "q", "answer": "2"}]
+    path = tmp_path / f"u{suffix}"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows), encoding="utf-8")
+    problems = load_problems(str(path), ProblemFields())
+    assert [p.problem for p in problems] == [f"x{UNICODE_BREAKS}y", "q"]
+    (tmp_path / "bad.jsonl").write_text(json.dumps(rows[0], ensure_ascii=False) + "\n{oops\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.jsonl line 2 is not valid JSON"):  # numbering still by "\n"
+        load_problems(str(tmp_path / "bad.jsonl"), ProblemFields())
+
+
+def test_answer_questions_file_keeps_line_separators_inside_strings(tmp_path):
+    from lapo_lightning.inference import read_questions  # `lapo answer --file`
+
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"problem": f"x{UNICODE_BREAKS}y"}, ensure_ascii=False) + "\r\n", encoding="utf-8")
+    assert read_questions(str(path)) == [f"x{UNICODE_BREAKS}y"]
+    (tmp_path / "q.txt").write_text(f"a{UNICODE_BREAKS}b\r\nc\n", encoding="utf-8")
+    assert read_questions(str(tmp_path / "q.txt")) == [f"a{UNICODE_BREAKS}b", "c"]
+
+
 def test_empty_dataset(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n\n")
     with pytest.raises(DataError, match=r"data\.train_file: .*empty\.jsonl holds no problems"):
