@@ -27,7 +27,10 @@ from lapo_lightning.prompts import THINK, THINK_END
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # The one fallback when there is no box: "the answer is X" / "final answer: X" (last one).
 _ANSWER_PHRASE = re.compile(r"answer\s*(?:is\s*:?|:)\s*([^\n]+)", re.IGNORECASE)
-_MAX_FALLBACK_CHARS = 200  # a longer "answer" is a sentence, not an answer
+# A fallback answer must look like a final answer, not a sentence ("the answer is not clear
+# yet, let me check"): at most this many characters, and math (see _looks_like_an_answer).
+_MAX_FALLBACK_CHARS = 40
+_MATH_MARK = re.compile(r"[0-9\\^_=+*/<>√π∞]")  # a digit, a LaTeX command, or an operator
 _GOLD_CACHE_SIZE = 100_000
 
 
@@ -83,7 +86,8 @@ def extract_answer(text: str, fallback: bool = True) -> str | None:
     1. :func:`extract_boxed`.
     2. Fallback (only when there is no ``\\boxed``/``\\fbox`` at all): the last "answer is X"
        / "answer: X" phrase after the last ``</think>`` (the whole text if there is none),
-       X up to the end of its line, without ``$`` and a trailing period.
+       X up to the end of its line, without ``$`` and a trailing period, kept only when it
+       looks like a final answer (:func:`_looks_like_an_answer`: short, and math or one word).
 
     Example: ``extract_answer("</think> The final answer is $3/4$.")`` -> ``"3/4"``.
     """
@@ -99,7 +103,17 @@ def extract_answer(text: str, fallback: bool = True) -> str | None:
     answer = matches[-1].strip()
     answer = re.split(r"\.\s", answer, maxsplit=1)[0]  # "5. Thanks!" -> "5" (keeps "3.5")
     answer = answer.strip().rstrip(".").strip().strip("$").strip()
-    return answer if 0 < len(answer) <= _MAX_FALLBACK_CHARS else None
+    return answer if _looks_like_an_answer(answer) else None
+
+
+def _looks_like_an_answer(text: str) -> bool:
+    """The fallback's rule: at most ``_MAX_FALLBACK_CHARS`` (40) characters, and either math
+    (a digit, a backslash, or one of ``^ _ = + * / < > √ π ∞``) or a single word.
+
+    Examples: ``"-9"``, ``"3/4"``, ``"x = 3"``, ``"\\frac{1}{2}"``, ``"(C)"``, ``"yes"`` pass;
+    ``"not clear yet"`` (words, no math) and a 60-character sentence with numbers do not.
+    """
+    return 0 < len(text) <= _MAX_FALLBACK_CHARS and (_MATH_MARK.search(text) is not None or " " not in text)
 
 
 _SPACING = re.compile(r"\s+|\\[,;:! ]|\\left|\\right|\$")

@@ -70,6 +70,22 @@ def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The answer is x = 3", "x = 3"),
+        (r"The answer is $\frac{1}{2}$", r"\frac{1}{2}"),
+        ("The answer is (C).", "(C)"),  # one word
+        ("Final answer: yes", "yes"),
+        ("Let me check whether the answer is correct, then continue", None),  # words, no math
+        ("the answer is not obvious yet", None),
+        ("The answer is 12 if we count 3 groups of 4 in each of the rows", None),  # over 40 characters
+    ],
+)
+def test_fallback_accepts_only_what_looks_like_a_final_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
 def test_fallback_can_be_switched_off():
     assert extract_answer("The answer is 4", fallback=False) is None
     assert check(MathVerifier(fallback=False), "The answer is 4", "4") == (False, False)
