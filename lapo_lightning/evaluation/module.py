@@ -178,7 +178,7 @@ class EvalModule(pl.LightningModule):
                 problem_id=sub.problem_ids[owner], sample=samples[i], answer=answers[i],
                 correct=bool(verdict.correct[i]), parsed=bool(verdict.parsed[i]), length=int(lengths[i]),
                 truncated=bool(truncated[i]), budget=sub.budgets[owner], level=batch.levels[rows[owner]],
-                text=text if self.save_texts else None,
+                gold=sub.answers[owner], text=text if self.save_texts else None,
             )
             for i, (owner, text) in enumerate(zip(owners, rollouts.texts))
         ]

@@ -41,6 +41,7 @@ class SampleRecord:
     truncated: bool  # hit max_new_tokens without finishing
     budget: int | None = None  # budget stated in the prompt; None = no budget sentence
     level: int | None = None  # difficulty level, when the benchmark has one
+    gold: str | None = None  # the benchmark's reference answer, to read next to `answer` (None in older records)
     text: str | None = None  # the completion (omitted when EvalModule.save_texts is false)
 
     @property

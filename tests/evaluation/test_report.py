@@ -118,6 +118,7 @@ def test_scripted_run_gives_hand_computed_numbers_and_all_report_files(tmp_path)
     assert len(records) == 40
     first = next(r for r in records if r["model"] == "base" and r["problem_id"] == "test/algebra/2584.json")
     assert first["answer"] == "\\frac{14}{3}" and first["correct"] and first["length"] == 40 and first["level"] == 3
+    assert all(r["gold"] == ANSWERS[r["problem_id"]] for r in records)  # the reference, to compare by eye
     unparsed = [r for r in records if r["model"] == "base" and not r["parsed"]]
     assert len(unparsed) == 3 and all(r["answer"] is None and not r["correct"] for r in unparsed)
 
@@ -187,6 +188,17 @@ def test_resume_mid_problem_and_after_a_torn_write(tmp_path):
     assert resumed.rows == 4 and resumed.group_sizes == [1, 1]  # mixed counts: one row per missing sample
     assert_expected(rows[0])
     assert len(path.read_text().splitlines()) == 20
+
+
+def test_records_written_before_the_gold_field_still_resume(tmp_path):
+    evaluate(tmp_path, ScriptedSampler())
+    path = tmp_path / "samples.jsonl"
+    old = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "gold"}) + "\n" for r in old))
+    resumed = ScriptedSampler()
+    rows, _ = evaluate(tmp_path, resumed)
+    assert resumed.calls == 0  # every sample is still recorded
+    assert_expected(rows[0])
 
 
 def test_report_folder_made_with_other_settings_is_refused(tmp_path):
