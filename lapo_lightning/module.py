@@ -162,6 +162,8 @@ class GRPOModule(pl.LightningModule):
     def update(self, rollouts: RolloutBatch, advantages: Tensor) -> dict[str, float]:
         """``num_iterations`` optimizer steps over the rollout batch, micro-batched."""
         opt, sched = self.optimizers(), self.lr_schedulers()
+        if self.nothing_to_learn(advantages):
+            return self.step_on_zero_gradients(opt, sched)
         mask = rollouts.completion_mask
         totals = self.step_totals(rollouts)
         ref_logprobs = self.logprobs_no_grad(rollouts, reference=True) if self.grpo.kl_coef > 0 else None
@@ -196,7 +198,45 @@ class GRPOModule(pl.LightningModule):
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
+        sums["train/skipped_zero_advantage"] = 0.0
         return sums
+
+    def nothing_to_learn(self, advantages: Tensor) -> bool:
+        """True when the step's loss has a zero gradient for certain: every advantage is exactly
+        0 (every group's rewards were equal) and the KL term is off (``model.grpo.kl_coef`` 0).
+
+        With KL on the pass always runs: the KL gradient is not zero once the policy has
+        drifted from the reference, and it needs the same forward and backward as the policy
+        term, so dropping only the (zero) policy term would save nothing. Decided over all
+        processes: one process skipping its backward while another runs one would hang DDP's
+        gradient all-reduce.
+        """
+        if self.grpo.kl_coef > 0:
+            return False
+        busy = torch.tensor([float(bool(advantages.ne(0).any()))], device=self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            busy = self.trainer.strategy.reduce(busy, reduce_op="sum")
+        return float(busy.item()) == 0.0
+
+    def step_on_zero_gradients(self, opt, sched) -> dict[str, float]:
+        """``update`` without the forward/backward, for a step with nothing to learn.
+
+        Every gradient the full pass would compute is exactly 0 (the surrogate is ratio x 0), so
+        the optimizer still steps, on zero gradients: AdamW then moves the weights by its
+        momentum (and decays them when weight_decay > 0) exactly as the full pass would, so the
+        skip saves time and never changes the trained weights. Stepping also keeps the LR
+        schedule, ``trainer.global_step`` (``max_steps``, rollout seeds, checkpoints) aligned
+        with a run that did the pass. Gradient clipping is a no-op on zero gradients.
+        """
+        params = [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
+        for _ in range(self.grpo.num_iterations):
+            for p in params:
+                p.grad = torch.zeros_like(p)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+        return {"loss/policy": 0.0, "loss/kl": 0.0, "train/clip_frac": 0.0, "loss/total": 0.0,
+                "train/skipped_zero_advantage": float(self.grpo.num_iterations)}
 
     def step_totals(self, rollouts: RolloutBatch) -> dict[str, float]:
         """The loss normalisers: the whole step's token and sequence counts, over every process.

@@ -39,7 +39,7 @@ def test_debug_fit_trains_lora_logs_metrics_and_exports(tmp_path):
     for key in ("reward/total", "reward/accuracy", "reward/has_digit", "accuracy", "length/mean",
                 "length/truncation_rate", "adv/frac_zero_std", "loss/kl", "loss/policy", "train/clip_frac",
                 "perf/gen_tokens_per_s", "perf/train_tokens_per_s", "perf/step_time_s", "val/accuracy",
-                "verify/unclosed_think_rate"):
+                "verify/unclosed_think_rate", "train/skipped_zero_advantage"):
         assert key in columns, key
     unclosed = [float(r["verify/unclosed_think_rate"]) for r in rows if r.get("verify/unclosed_think_rate")]
     assert unclosed and all(0.0 <= u <= 1.0 for u in unclosed)
@@ -47,6 +47,17 @@ def test_debug_fit_trains_lora_logs_metrics_and_exports(tmp_path):
     assert kl[0] == 0.0 and max(kl) > 0, "policy starts at the reference and drifts from it"
     assert (tmp_path / "runs/debug_grpo/version_0/samples.jsonl").exists() or any(
         p.name == "samples.jsonl" for p in (tmp_path / "runs").rglob("*"))
+
+
+def test_steps_with_nothing_to_learn_skip_the_backward_and_still_count(tmp_path):
+    # KL off and rewards no random model can earn (it never closes the prompt's <think>): every advantage is 0.
+    config = config_in(tmp_path, "debug/grpo.yaml", **{"kl_coef: 1.0e-3": "kl_coef: 0.0", 'pattern: "[0-9]"': 'pattern: "x{99}"'})
+    cli = fit(config, "--model.reference", "NoReference", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0")
+    assert cli.trainer.global_step == 2  # skipped updates still count as optimizer steps
+    with open(f"{cli.trainer.log_dir}/metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/skipped_zero_advantage")]
+    assert [float(r["train/skipped_zero_advantage"]) for r in rows] == [1.0, 1.0]
+    assert [float(r["adv/frac_zero_std"]) for r in rows] == [1.0, 1.0]
 
 
 def test_checkpoint_holds_only_trainable_tensors(tmp_path):

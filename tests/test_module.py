@@ -1,6 +1,7 @@
 """GRPOModule wiring through short CLI fits: inner epochs, the reference pass only when KL
 is on, aggregation modes, stop strings, and merged export; and, on hand-built rollouts,
-that ``verify`` tells the verifier which prompts left <think> open.
+that ``verify`` tells the verifier which prompts left <think> open, and that a step whose
+advantages are all 0 (KL off) skips the forward/backward yet trains exactly like the pass.
 
 Run: pytest tests/test_module.py -q
 """
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from clitools import ROOT, config_in, fit
+from lapo_lightning.config import GRPOConfig, OptimConfig
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.policy import PolicyConfig, export_merged, load_policy
 from lapo_lightning.prompts import PlainPrompt
@@ -127,3 +129,67 @@ def test_verify_after_a_prompt_that_opens_nothing_or_with_think_tags_off_grades_
     for module in (no_think, whole_text):
         out = module.verify(hand_rollouts(TEXTS))
         assert out.correct.tolist() == [True, True, True, True] and not out.unclosed.any()
+
+
+# ------------------------------------------------------- steps with nothing to learn
+def bare_module(kl_coef: float = 0.0, num_iterations: int = 1, weight_decay: float = 0.0):
+    """A GRPOModule with the tiny policy and its own AdamW, driven without a Trainer."""
+    grpo = GRPOConfig(group_size=2, kl_coef=kl_coef, micro_batch_size=4, max_grad_norm=None,
+                      num_iterations=num_iterations)
+    torch.manual_seed(0)
+    module = GRPOModule(grpo=grpo, reference=None if kl_coef else NoReference())
+    module.policy, module.tokenizer = load_policy(PolicyConfig(model="tiny:llama"))
+    module.reference.setup(module.policy)
+    opt, sched = OptimConfig(lr=1e-2, weight_decay=weight_decay).build(
+        [p for p in module.parameters() if p.requires_grad], total_steps=10)
+    module.optimizers, module.lr_schedulers = (lambda: opt), (lambda: sched)
+    module.manual_backward = lambda loss: loss.backward()
+    return module, opt, sched
+
+
+def token_rollouts() -> RolloutBatch:
+    """Two problems x two completions of random tokens (rows of a group share the prompt)."""
+    g = torch.Generator().manual_seed(0)
+    prompts = torch.randint(3, 100, (2, 3), generator=g).repeat_interleave(2, dim=0)  # [4, 3]
+    ones = torch.ones(4, 5, dtype=torch.bool)
+    return RolloutBatch(problems=ProblemBatch(["a", "b"], ["q", "r"], ["1", "2"]), group_index=torch.tensor([0, 0, 1, 1]),
+                        prompt_ids=prompts, prompt_mask=torch.ones(4, 3, dtype=torch.bool),
+                        completion_ids=torch.randint(3, 100, (4, 5), generator=g), completion_mask=ones,
+                        texts=[""] * 4, truncated=torch.zeros(4, dtype=torch.bool))
+
+
+def trainable(module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_zero_advantage_step_skips_the_pass_and_trains_exactly_like_it(monkeypatch, weight_decay):
+    rollouts, signal, nothing = token_rollouts(), torch.tensor([1.0, -1.0, 0.5, -0.5]), torch.zeros(4)
+    after = {}
+    for skip in (True, False):
+        module, opt, sched = bare_module(num_iterations=2, weight_decay=weight_decay)
+        module.update(rollouts, signal)  # builds AdamW momentum, as an earlier step would
+        before = trainable(module)
+        forwards = []
+        original = GRPOModule.completion_logprobs
+        monkeypatch.setattr(GRPOModule, "completion_logprobs", lambda self, r, i: forwards.append(1) or original(self, r, i))
+        if not skip:
+            monkeypatch.setattr(GRPOModule, "nothing_to_learn", lambda self, a: False)
+        losses = module.update(rollouts, nothing)
+        monkeypatch.undo()
+        assert losses["train/skipped_zero_advantage"] == (2.0 if skip else 0.0)
+        assert losses["loss/total"] == 0.0 and (len(forwards) == 0) == skip
+        assert sched.last_epoch == 4  # the schedule advanced 2 steps per update either way
+        after[skip] = trainable(module)
+        # Momentum (and weight decay) still move the weights on zero gradients, as the full pass does.
+        assert any(not torch.equal(after[skip][n], before[n]) for n in before)
+    for name in after[True]:
+        torch.testing.assert_close(after[True][name], after[False][name], rtol=0, atol=0)
+
+
+def test_kl_on_keeps_the_pass_even_with_zero_advantages():
+    module, _, _ = bare_module(kl_coef=0.1)
+    assert not module.nothing_to_learn(torch.zeros(4))
+    assert module.update(token_rollouts(), torch.zeros(4))["train/skipped_zero_advantage"] == 0.0
+    plain, _, _ = bare_module()
+    assert plain.nothing_to_learn(torch.zeros(4)) and not plain.nothing_to_learn(torch.tensor([0.0, 0.0, 1e-6, 0.0]))
