@@ -48,6 +48,19 @@ def test_health_monitor_warns_on_zero_reward_spread_and_not_on_healthy_steps():
     assert len(monitor.warnings) == 1
 
 
+def test_health_monitor_warns_at_the_end_of_a_run_shorter_than_its_patience():
+    monitor = TrainingHealthMonitor(threshold=0.95, patience=5)
+    run(monitor, [summary(i, True, [1.0, 1.0, 0.0, 0.0]) for i in range(3)])  # 3 bad steps, then the run ends
+    assert monitor.warnings == []
+    with pytest.warns(UserWarning, match=r"in all 3 steps of this run \(fewer than patience=5\)"):
+        monitor.on_train_end(None, None)
+    assert [w.split()[0] for w in monitor.warnings] == ["truncation", "zero_spread"]
+    healthy = TrainingHealthMonitor(threshold=0.95, patience=5)
+    run(healthy, [summary(0, True, [0.0, 1.0, 0.0, 1.0]), summary(1, False, [0.0, 1.0, 0.0, 1.0])])
+    healthy.on_train_end(None, None)
+    assert healthy.warnings == []  # truncation only in one of the two steps
+
+
 def test_health_monitor_state_survives_a_resume():
     monitor = TrainingHealthMonitor(threshold=0.95, patience=3)
     run(monitor, [summary(i, True, [0.0, 1.0, 0.0, 1.0]) for i in range(2)])

@@ -59,13 +59,22 @@ class SampleLogger(pl.Callback):
                 f.writelines(json.dumps(r) + "\n" for r in records)
 
 
+_ADVICE = {
+    "truncation": "completions hit model.generation.max_new_tokens; raise it or shorten the task",
+    "zero_spread": "every group got equal rewards (all right or all wrong), so every advantage is 0 "
+                   "(train/skipped_zero_advantage counts the updates skipped for it when kl_coef is 0); "
+                   "adjust difficulty or rewards",
+}
+
+
 class TrainingHealthMonitor(pl.Callback):
     """Warn when training is silently learning nothing.
 
     If every completion is truncated, or every group's rewards are identical (zero
     advantage everywhere), the policy gradient is zero or meaningless. When the share of
     either stays above ``threshold`` for ``patience`` consecutive batches, warn once per
-    episode with the fix to try.
+    episode with the fix to try. A run that ends before ``patience`` batches is judged at
+    the end of training on all the batches it had, so a short trial run warns too.
     """
 
     def __init__(self, threshold: float = 0.95, patience: int = 5) -> None:
@@ -78,18 +87,21 @@ class TrainingHealthMonitor(pl.Callback):
         summary: StepSummary = outputs["summary"]
         self._history["truncation"].append(float(summary.truncated.float().mean()))
         self._history["zero_spread"].append(float(zero_spread_share(summary)))
-        advice = {
-            "truncation": "completions hit model.generation.max_new_tokens; raise it or shorten the task",
-            "zero_spread": "every group got equal rewards (all right or all wrong); adjust difficulty or rewards",
-        }
         for key, history in self._history.items():
             stuck = len(history) == self.patience and min(history) >= self.threshold
             if stuck and not self._warned[key]:
-                message = (f"{key} share >= {self.threshold:.0%} for {self.patience} steps (step {summary.step}): "
-                           f"{advice[key]}; training is learning nothing")
-                self.warnings.append(message)
-                rank_zero_warn(message)
+                self._warn(key, f"for {self.patience} steps (step {summary.step})")
             self._warned[key] = stuck
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        for key, history in self._history.items():
+            if 0 < len(history) < self.patience and min(history) >= self.threshold:
+                self._warn(key, f"in all {len(history)} steps of this run (fewer than patience={self.patience})")
+
+    def _warn(self, key: str, when: str) -> None:
+        message = f"{key} share >= {self.threshold:.0%} {when}: {_ADVICE[key]}; training is learning nothing"
+        self.warnings.append(message)
+        rank_zero_warn(message)
 
     def state_dict(self) -> dict:
         return {key: list(values) for key, values in self._history.items()}
