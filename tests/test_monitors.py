@@ -79,3 +79,28 @@ def test_sample_logger_prints_and_appends_jsonl(tmp_path, caplog):
     assert [r["step"] for r in records] == [0, 0, 2, 2]
     assert "samples at step 2:" in caplog.text and "text 1" in caplog.text
     assert records[1] == {"step": 0, "problem_id": "p0", "length": 7, "correct": False, "reward": 1.0, "text": "text 1"}
+
+
+def test_sample_logger_also_logs_the_last_batch_of_a_short_run(tmp_path):
+    logger = SampleLogger(every_n_steps=25, rows=1)
+    trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path))
+    run(logger, [summary(i, False, [0.0, 1.0, 0.5, 0.25]) for i in range(4)], trainer)
+    logger.on_train_end(trainer, None)
+    logger.on_train_end(trainer, None)  # a second end (fit, then another stage) adds nothing
+    records = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 3]  # the first and the last batch
+
+
+def test_two_sample_loggers_write_two_files_not_duplicate_rows(tmp_path):
+    first, second = SampleLogger(every_n_steps=2, rows=2), SampleLogger(every_n_steps=1, rows=1)
+    trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path), callbacks=[object(), first, second])
+    for logger in (first, second):
+        logger.setup(trainer, None, "fit")
+    summaries = [summary(i, False, [0.0, 1.0, 0.5, 0.25]) for i in range(3)]
+    for s in summaries:
+        for logger in (first, second):
+            logger.on_train_batch_end(trainer, None, {"summary": s}, None, 0)
+    rows = {name: [(r["step"], r["text"]) for r in map(json.loads, (tmp_path / name).read_text().splitlines())]
+            for name in ("samples.jsonl", "samples.1.jsonl")}
+    assert rows["samples.jsonl"] == [(0, "text 0"), (0, "text 1"), (2, "text 0"), (2, "text 1")]
+    assert rows["samples.1.jsonl"] == [(0, "text 0"), (1, "text 0"), (2, "text 0")]

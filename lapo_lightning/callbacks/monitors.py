@@ -17,8 +17,13 @@ from lapo_lightning.types import StepSummary
 
 
 class SampleLogger(pl.Callback):
-    """Every ``every_n_steps`` batches, print a small table of completions and append them
-    to ``<log_dir>/samples.jsonl``.
+    """Print a small table of completions on the first batch, every ``every_n_steps`` batches
+    and on the last one (so even a short run shows its start and its end), and append them to
+    ``<log_dir>/samples.jsonl``.
+
+    A second SampleLogger on the same trainer (say one from the YAML and one added on the
+    command line) writes its own ``samples.1.jsonl`` (the k-th one ``samples.<k>.jsonl``):
+    sharing one file made each step's rows appear twice, interleaved.
 
     Args:
         every_n_steps: how often (in batches); 0 disables.
@@ -28,13 +33,33 @@ class SampleLogger(pl.Callback):
 
     def __init__(self, every_n_steps: int = 10, rows: int = 4, max_chars: int = 160) -> None:
         self.every_n_steps, self.rows, self.max_chars = every_n_steps, rows, max_chars
+        self.filename = "samples.jsonl"
         self._batches = 0
+        self._unlogged: StepSummary | None = None  # the latest batch, when it was not logged
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        others = [c for c in trainer.callbacks if isinstance(c, SampleLogger)]
+        k = next(i for i, c in enumerate(others) if c is self)
+        self.filename = "samples.jsonl" if k == 0 else f"samples.{k}.jsonl"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._batches += 1
-        if not self.every_n_steps or (self._batches - 1) % self.every_n_steps or not trainer.is_global_zero:
-            return
         summary: StepSummary = outputs["summary"]
+        self._unlogged = summary
+        if not self.every_n_steps or (self._batches - 1) % self.every_n_steps:
+            return
+        self._unlogged = None
+        self.show(trainer, summary)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.every_n_steps and self._unlogged is not None:
+            self.show(trainer, self._unlogged)
+        self._unlogged = None
+
+    def show(self, trainer, summary: StepSummary) -> None:
+        """Print the table and append the rows (rank 0 only)."""
+        if not trainer.is_global_zero:
+            return
         records = [
             {
                 "step": summary.step,
@@ -53,7 +78,7 @@ class SampleLogger(pl.Callback):
                          f"{r['reward']:>7.3f}  {text}")
         rank_zero_info("\n".join(lines))
         if trainer.log_dir:
-            path = Path(trainer.log_dir) / "samples.jsonl"
+            path = Path(trainer.log_dir) / self.filename
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
