@@ -27,6 +27,7 @@ from pathlib import Path
 FORMAT = "lapo-length-table"
 FORMAT_VERSION = 1
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+LOW_COVERAGE = 0.5  # below this share of problems with a target, `main` says what it means and what to try
 
 
 def round_half_up(tokens: float) -> int:
@@ -229,6 +230,21 @@ def check_writable(path: str | os.PathLike) -> None:
         raise LengthTableError(f"cannot write the length table to {path}: {e.strerror or e}") from None
 
 
+def coverage_advice(share: float) -> str:
+    """What a low share of problems with a target means for stage 2, and what to try."""
+    return "\n".join([
+        f"advice: only {share:.0%} of the problems have a target. In stage 2 every problem without one states the "
+        "fallback budget (BudgetTargets fallback_budget, by default the cap model.generation.max_new_tokens) and "
+        "learns no length of its own.",
+        "  - first read verify/miss_rate and verify/unclosed_think_rate in stage 1's metrics.csv: a high miss rate "
+        "means no final answer was found (no \\boxed{}); an unclosed-think rate near 1 means completions never "
+        "closed </think>: cut off by the cap, or a model that writes no think tags (then set "
+        "`verifier: {class_path: MathVerifier, init_args: {think_tags: false}}`)",
+        "  - then try a stronger base model, more samples per problem (model.grpo.group_size), a larger cap "
+        "(model.generation.max_new_tokens) or easier training data",
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lapo_lightning.length_table", description=__doc__.split("\n")[0])
     parser.add_argument("path", help="length table JSON written by stage 1")
@@ -242,13 +258,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = LengthTable.load(args.path)
         print(table.format_summary())
+        summary = table.summary()
+        share = summary["solved"] / summary["count"] if summary["count"] else 0.0
         if args.dataset:
             fields = ProblemFields(args.problem_field, args.answer_field, args.id_field or None)
             ids = [p.id for p in load_problems(args.dataset, fields, key="--dataset")]
             report = table.match_report(ids)
-            print(f"match against {args.dataset} (coverage {table.coverage(ids):.1%}):")
+            share = table.coverage(ids)  # what stage 2 will see on this data
+            print(f"match against {args.dataset} (coverage {share:.1%}):")
             for key, value in report.items():
                 print(f"  {key}: {value}")
+        if share < LOW_COVERAGE:
+            print(coverage_advice(share))
     except (LengthTableError, DataError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, whatever the message
         return 2

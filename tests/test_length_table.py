@@ -178,6 +178,22 @@ def test_main_prints_summary_and_match_report(tmp_path, table, capsys):
     assert "unknown_to_dataset: 1" in out
 
 
+def test_main_advises_when_few_problems_have_a_target(tmp_path, table, capsys):
+    LengthTable({"u": UNSOLVED, "v": UNSOLVED}).save(tmp_path / "none.json")
+    assert main([str(tmp_path / "none.json")]) == 0
+    out = capsys.readouterr().out
+    assert "0 solved (100.0% unsolved)" in out and "advice: only 0% of the problems have a target" in out
+    for hint in ("fallback budget", "verify/miss_rate", "verify/unclosed_think_rate", "think_tags: false",
+                 "model.grpo.group_size", "model.generation.max_new_tokens", "easier training data"):
+        assert hint in out, hint
+    table.save(tmp_path / "t.json")  # 4 of 5 solved: no advice
+    assert main([str(tmp_path / "t.json")]) == 0 and "advice" not in capsys.readouterr().out
+    # Against a dataset, the coverage stage 2 will see decides (1 of 5 problems here).
+    LengthTable({"test/precalculus/807.json": solved(300.0)}).save(tmp_path / "m.json")
+    assert main([str(tmp_path / "m.json"), "--dataset", str(FIXTURES / "math500_sample.jsonl")]) == 0
+    assert "advice: only 20% of the problems" in capsys.readouterr().out
+
+
 def test_main_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing.json")]) == 2
     err = capsys.readouterr().err
