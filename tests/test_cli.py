@@ -6,8 +6,10 @@ Run: pytest tests/test_cli.py -q   (about a minute: a few short CPU fits)
 from __future__ import annotations
 
 import csv
+import logging
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -82,6 +84,23 @@ def test_stage1_resume_gives_the_same_table_as_an_uninterrupted_run(tmp_path):
     assert uninterrupted.entries == resumed.entries
     assert len(resumed.entries) == 24  # every training problem was sampled once
     assert resumed.metadata["step"] == uninterrupted.metadata["step"] == 6
+
+
+def test_library_future_warnings_and_lightning_tips_are_silenced(caplog):
+    from lightning.pytorch.utilities import rank_zero_info
+
+    from lapo_lightning.cli import quiet
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet()
+        for module in ("transformers.modeling_utils", "lightning.pytorch.utilities._pytree", "lapo_lightning.module"):
+            warnings.warn_explicit(f"deprecated in {module}", FutureWarning, "x.py", 1, module=module)
+    assert [str(w.message) for w in seen] == ["deprecated in lapo_lightning.module"]  # ours stays visible
+    caplog.set_level(logging.INFO)
+    rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
+    rank_zero_info("samples at step 0:")
+    assert "litlogger" not in caplog.text and "samples at step 0:" in caplog.text
 
 
 def test_cli_shim_and_help(tmp_path):
