@@ -36,6 +36,9 @@ _EXPECTED_WARNINGS = (
     r"Total length of `list` across ranks is zero",
     # LapoDataModule restores the position inside the epoch itself (lapo_lightning/order.py).
     r"You're resuming from a checkpoint that ended before the epoch ended",
+    # `lapo demo` (and the tests) run `lapo fit`/`lapo eval` in-process with args= while sys.argv
+    # still holds the outer command: exactly the use args= is for.
+    r"LightningCLI's args parameter is intended to run from within Python",
 )
 # FutureWarnings raised inside these libraries (transformers' is_gradient_checkpointing read by
 # peft, torch's LeafSpec used by Lightning, ...): only their next release can act on them. One
@@ -75,6 +78,17 @@ class LapoCLI(LightningCLI):
                              "data": {"class_path": f"{LapoDataModule.__module__}.{LapoDataModule.__name__}"}})
         # Always on, configured under `export.*`: every run leaves its trained weights.
         parser.add_lightning_class_args(ExportAdapter, "export")
+
+    def before_fit(self) -> None:
+        # Lightning's own summary prints "FLOPs 0" columns and lines (see callbacks/summary.py).
+        from lightning.pytorch.callbacks import ModelSummary, RichModelSummary
+
+        from lapo_lightning.callbacks.summary import ParameterSummary
+
+        callbacks = self.trainer.callbacks
+        for i, callback in enumerate(callbacks):
+            if type(callback) in (ModelSummary, RichModelSummary):
+                callbacks[i] = ParameterSummary(max_depth=getattr(callback, "_max_depth", 1))
 
 
 def main(args: list[str] | None = None) -> LapoCLI | None:

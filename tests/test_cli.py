@@ -27,9 +27,17 @@ def in_repo(monkeypatch):
 
 
 def test_debug_fit_trains_lora_logs_metrics_and_exports(tmp_path):
-    cli = fit(config_in(tmp_path, "debug/grpo.yaml"))
+    from lightning.pytorch.callbacks import ModelSummary
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cli = fit(config_in(tmp_path, "debug/grpo.yaml"))
     log_dir = cli.trainer.log_dir
     assert cli.trainer.global_step == 4
+    # In-process args= while sys.argv holds pytest's (as in `lapo demo`) is how the CLI is meant to run.
+    assert not [w for w in seen if "args parameter" in str(w.message)]
+    # Lightning's summary (FLOPs 0 columns) is replaced by the one-line parameter summary.
+    assert [type(c).__name__ for c in cli.trainer.callbacks if isinstance(c, ModelSummary)] == ["ParameterSummary"]
 
     adapter = load_file(f"{log_dir}/adapter/adapter_model.safetensors")
     lora_b = [t for name, t in adapter.items() if "lora_B" in name]
@@ -101,6 +109,17 @@ def test_library_future_warnings_and_lightning_tips_are_silenced(caplog):
     rank_zero_info("💡 Tip: For seamless cloud logging, try installing litlogger")
     rank_zero_info("samples at step 0:")
     assert "litlogger" not in caplog.text and "samples at step 0:" in caplog.text
+
+
+def test_parameter_summary_has_no_flops(caplog):
+    from lapo_lightning.callbacks.summary import ParameterSummary
+
+    caplog.set_level(logging.INFO)
+    data = [(" ", ["0"]), ("Name", ["policy"]), ("Type", ["PeftModelForCausalLM"]), ("Params", ["124 K"]),
+            ("Mode", ["train"]), ("FLOPs", ["0"])]
+    ParameterSummary.summarize(data, 124_000, 16_400, 0.496, {"train": 175, "eval": 0}, total_flops=0)
+    assert "model: policy (PeftModelForCausalLM, 124 K); 16.4 K of 124 K parameters trainable" in caplog.text
+    assert "FLOPs" not in caplog.text
 
 
 def test_cli_shim_and_help(tmp_path):
