@@ -1,7 +1,10 @@
-"""The ``lapo`` command: LightningCLI over ``GRPOModule`` + ``LapoDataModule``.
+"""The ``lapo`` command: subcommand dispatch, and LightningCLI over ``GRPOModule`` + ``LapoDataModule``.
 
 Those two are defaults, not the only choice: a YAML may name another module and data
 module by ``class_path`` (``configs/demo/sft.yaml`` runs ``SFTModule`` + ``SFTDataModule``).
+The training CLI itself (``LapoCLI``) lives in ``fit_cli.py``: this module imports nothing
+heavy at import time, so ``lapo table`` starts in a fraction of a second instead of seconds
+of torch/transformers/Lightning imports.
 
 ``lapo fit --config configs/stage1.yaml`` trains; ``lapo table PATH`` prints a length
 table's summary. Any importable class is a plugin through ``class_path``; the package
@@ -18,14 +21,10 @@ import logging
 import os
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
-import lightning.pytorch as pl
-from jsonargparse import set_parsing_settings
-from lightning.pytorch.cli import LightningCLI
-
-from lapo_lightning.callbacks.export import ExportAdapter
-from lapo_lightning.data import LapoDataModule
-from lapo_lightning.module import GRPOModule
+if TYPE_CHECKING:
+    from lapo_lightning.fit_cli import LapoCLI
 
 
 # Lightning warnings that are expected here and would only bury the ones that matter.
@@ -67,30 +66,6 @@ def quiet() -> None:
             logger.addFilter(_NoProductTips())
 
 
-# Field docstrings of the config dataclasses become --help text.
-set_parsing_settings(docstring_parse_attribute_docstrings=True)
-
-
-class LapoCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        # GRPO unless the YAML names another class; plain `model: {policy: ...}` keys fill these.
-        parser.set_defaults({"model": {"class_path": f"{GRPOModule.__module__}.{GRPOModule.__name__}"},
-                             "data": {"class_path": f"{LapoDataModule.__module__}.{LapoDataModule.__name__}"}})
-        # Always on, configured under `export.*`: every run leaves its trained weights.
-        parser.add_lightning_class_args(ExportAdapter, "export")
-
-    def before_fit(self) -> None:
-        # Lightning's own summary prints "FLOPs 0" columns and lines (see callbacks/summary.py).
-        from lightning.pytorch.callbacks import ModelSummary, RichModelSummary
-
-        from lapo_lightning.callbacks.summary import ParameterSummary
-
-        callbacks = self.trainer.callbacks
-        for i, callback in enumerate(callbacks):
-            if type(callback) in (ModelSummary, RichModelSummary):
-                callbacks[i] = ParameterSummary(max_depth=getattr(callback, "_max_depth", 1))
-
-
 def main(args: list[str] | None = None) -> LapoCLI | None:
     argv = sys.argv[1:] if args is None else list(args)
     quiet()
@@ -116,15 +91,21 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LapoCLI:
     """The training CLI exactly as ``lapo fit`` builds it (``run=False``: parse and instantiate only)."""
-    return LapoCLI(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-        run=run,
-    )
+    from lapo_lightning.fit_cli import build_cli as build  # torch, transformers, Lightning: seconds
+
+    return build(args, run)
+
+
+def prepare_config_parsing() -> None:
+    """What a command that parses a YAML config needs first: the config dataclasses' field
+    docstrings as --help text, and every plugin imported (a short ``class_path`` such as
+    ``LengthBand`` resolves only among the subclasses already imported)."""
+    from jsonargparse import set_parsing_settings
+
+    import lapo_lightning
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    lapo_lightning.import_plugins()
 
 
 def run() -> None:

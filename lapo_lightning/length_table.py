@@ -245,6 +245,17 @@ def coverage_advice(share: float) -> str:
     ])
 
 
+def _dataset_ids(path: str, problem: str, answer: str, id_field: str | None) -> list[str]:
+    """Problem ids of ``--dataset``, read as the data module reads them. Imported here only:
+    the data module loads torch and Lightning, which a plain ``lapo table PATH`` never needs."""
+    from lapo_lightning.data import DataError, ProblemFields, load_problems
+
+    try:
+        return [p.id for p in load_problems(path, ProblemFields(problem, answer, id_field), key="--dataset")]
+    except DataError as e:  # one error type for main to print
+        raise LengthTableError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lapo_lightning.length_table", description=__doc__.split("\n")[0])
     parser.add_argument("path", help="length table JSON written by stage 1")
@@ -253,16 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer-field", default="answer")
     parser.add_argument("--id-field", default="id", help="'' hashes the problem text, as the data module does")
     args = parser.parse_args(argv)
-    from lapo_lightning.data import DataError, ProblemFields, load_problems  # only this CLI needs data
-
     try:
         table = LengthTable.load(args.path)
         print(table.format_summary())
         summary = table.summary()
         share = summary["solved"] / summary["count"] if summary["count"] else 0.0
         if args.dataset:
-            fields = ProblemFields(args.problem_field, args.answer_field, args.id_field or None)
-            ids = [p.id for p in load_problems(args.dataset, fields, key="--dataset")]
+            ids = _dataset_ids(args.dataset, args.problem_field, args.answer_field, args.id_field or None)
             report = table.match_report(ids)
             share = table.coverage(ids)  # what stage 2 will see on this data
             print(f"match against {args.dataset} (coverage {share:.1%}):")
@@ -270,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {key}: {value}")
         if share < LOW_COVERAGE:
             print(coverage_advice(share))
-    except (LengthTableError, DataError) as e:
+    except LengthTableError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, whatever the message
         return 2
     return 0

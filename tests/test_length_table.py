@@ -8,6 +8,8 @@ Run: HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m pytest tests/test_length_t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,6 +194,17 @@ def test_main_advises_when_few_problems_have_a_target(tmp_path, table, capsys):
     LengthTable({"test/precalculus/807.json": solved(300.0)}).save(tmp_path / "m.json")
     assert main([str(tmp_path / "m.json"), "--dataset", str(FIXTURES / "math500_sample.jsonl")]) == 0
     assert "advice: only 20% of the problems" in capsys.readouterr().out
+
+
+def test_lapo_table_imports_no_training_stack(tmp_path, table):
+    # `lapo table` used to import torch, transformers and Lightning first: seconds for a JSON summary.
+    table.save(tmp_path / "t.json")
+    script = ("import sys; from lapo_lightning.cli import main\n"
+              "try:\n    main(['table', sys.argv[1]])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+              "print(sorted(m for m in ('torch', 'transformers', 'lightning', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "t.json")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "5 problems, 4 solved" in out.stdout and out.stdout.strip().endswith("[]")
 
 
 def test_main_bad_input_exits_2_with_one_line(tmp_path, capsys):

@@ -18,6 +18,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
+from lapo_lightning.cli import prepare_config_parsing
 from lapo_lightning.evaluation.data import BenchmarkDataModule
 from lapo_lightning.evaluation.models import EvalError
 from lapo_lightning.evaluation.module import EvalModule
@@ -130,6 +131,7 @@ class EvalCLI(LightningCLI):
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = False, **kwargs) -> None:
+        prepare_config_parsing()  # short class_path names (CompactDecode, ...) need their classes imported
         kwargs.setdefault("save_config_callback", None)  # the config goes into the report folder instead
         kwargs.setdefault("seed_everything_default", False)  # sampling is seeded per batch (EvalModule.seed)
         kwargs.setdefault("trainer_defaults", {"logger": False, "enable_checkpointing": False,
