@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
 from lapo_lightning.callbacks.export import ExportAdapter
-from lapo_lightning.cli import prepare_config_parsing
+from lapo_lightning.cli import prepare_config_parsing, print_cpu_thread_hint
 from lapo_lightning.data import LapoDataModule
 from lapo_lightning.module import GRPOModule
 
@@ -35,6 +35,8 @@ class LapoCLI(LightningCLI):
         for i, callback in enumerate(callbacks):
             if type(callback) in (ModelSummary, RichModelSummary):
                 callbacks[i] = ParameterSummary(max_depth=getattr(callback, "_max_depth", 1))
+        if self.trainer.strategy.root_device.type == "cpu":
+            print_cpu_thread_hint()
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LapoCLI:

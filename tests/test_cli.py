@@ -122,6 +122,20 @@ def test_parameter_summary_has_no_flops(caplog):
     assert "FLOPs" not in caplog.text
 
 
+@pytest.mark.parametrize(("threads", "cores", "load", "hinted"), [
+    (2, 2, 4.0, "already busy (load average 4.0)"),  # the 2-core machine with a benchmark beside it
+    (32, 2, 0.0, "only 2 cores are available"),  # a container's CPU quota, or taskset
+    (8, 8, 0.5, None),  # an idle laptop: the default is fine
+    (1, 2, 9.0, None),  # already one thread
+])
+def test_cpu_thread_hint(threads, cores, load, hinted):
+    from lapo_lightning.cli import available_cores, cpu_thread_hint
+
+    hint = cpu_thread_hint(threads, cores, load)
+    assert hint is None if hinted is None else (hinted in hint and "OMP_NUM_THREADS=1" in hint)
+    assert available_cores() >= 1
+
+
 def test_cli_shim_and_help(tmp_path):
     out = subprocess.run([sys.executable, "cli.py", "fit", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "GRPOModule" in out.stdout  # the default module class
