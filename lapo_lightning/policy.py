@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from lapo_lightning.tiny import resolve_model
+from lapo_lightning.model_source import resolve as resolve_model
 
 DType = Literal["float32", "bfloat16", "float16"]
 ADAPTER_NAME = "default"  # peft's name for the first adapter; the reference uses another

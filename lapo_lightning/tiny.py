@@ -10,11 +10,11 @@ model and tokenizer then load through exactly the ``from_pretrained`` path a hub
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-TINY_PREFIX = "tiny:"
+from lapo_lightning.model_source import TINY_PREFIX, build_once, cache_root
+
 # Multi-character tokens for the pieces every completion repeats: fewer decode steps.
 SPECIAL_PIECES = ["<think>", "</think>", "\\boxed{", "<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -29,7 +29,7 @@ _SPEC = re.compile(r"^(llama|qwen2)(?:-h(\d+))?(?:-l(\d+))?(?:-e(-?[\d.]+))?(-n)
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("LAPO_CACHE", Path.home() / ".cache" / "lapo_lightning")) / "tiny"
+    return cache_root() / "tiny"
 
 
 def build_char_tokenizer(numbers: bool = False):
@@ -123,14 +123,5 @@ def resolve_model(name: str, cache_dir: str | Path | None = None) -> str:
     arch, hidden, layers = match.group(1), int(match.group(2) or 64), int(match.group(3) or 2)
     eos_weight = float(match.group(4)) if match.group(4) is not None else None
     folder = Path(cache_dir or default_cache_dir()) / spec
-    if not (folder / "config.json").exists():
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        save_tiny(tmp, arch, hidden, layers, eos_weight=eos_weight, numbers=match.group(5) is not None)
-        os.makedirs(folder.parent, exist_ok=True)
-        try:
-            os.replace(tmp, folder)  # atomic: concurrent builders never see half a folder
-        except OSError:  # another process won the race
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    return str(folder)
+    return build_once(folder, lambda out: save_tiny(out, arch, hidden, layers, eos_weight=eos_weight,
+                                                    numbers=match.group(5) is not None))

@@ -39,3 +39,14 @@ def test_unknown_spec_names_the_key():
 def test_specs_build_distinct_cached_folders():
     assert resolve_model("tiny:qwen2-h32-l1") != resolve_model("tiny:qwen2-h32-l1-e0.5")
     assert resolve_model("tiny:qwen2-h32-l1") == resolve_model("tiny:qwen2-h32-l1")  # built once, then reused
+
+
+def test_building_a_model_leaves_the_callers_random_state_alone(tmp_path):
+    # A run on an empty cache builds its model inside fit: it must start from the same
+    # random state (LoRA init, sampling) as a run that finds the model cached.
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    resolve_model("tiny:llama-h32-l1", cache_dir=tmp_path)
+    assert (tmp_path / "llama-h32-l1" / "config.json").is_file()
+    assert torch.equal(torch.rand(3), expected)

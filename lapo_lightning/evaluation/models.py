@@ -17,7 +17,7 @@ import torch
 
 from lapo_lightning.policy import (DType, PolicyConfig, is_adapter_dir, load_base_model, load_policy, load_tokenizer,
                                    recorded_base)
-from lapo_lightning.tiny import TINY_PREFIX, resolve_model
+from lapo_lightning.model_source import GGUF_PREFIX, TINY_PREFIX, resolve as resolve_model
 
 
 class EvalError(ValueError):
@@ -81,6 +81,7 @@ def check_models(models: list[ModelSpec]) -> list[str]:
         except Exception as e:  # noqa: BLE001 - hub, cache and parse errors all mean "cannot load"
             where = ("a local folder" if _looks_local(spec.model) else
                      "a tiny model spec" if spec.model.startswith(TINY_PREFIX) else
+                     "a GGUF model spec" if spec.model.startswith(GGUF_PREFIX) else
                      "not a local folder, so a Hugging Face hub id; offline, only its cache is searched")
             errors.append(f"{key}.model: cannot load {spec.model!r} ({where}): {_first_line(e)}")
             continue
