@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from lapo_lightning.policy import ADAPTER_CONFIG, PolicyConfig, is_adapter_dir, load_policy
-from lapo_lightning.prompts import PlainPrompt, PromptTemplate
+from lapo_lightning.prompts import ChatPrompt, PlainPrompt, PromptTemplate, load_prompt, opens_think
 from lapo_lightning.rollout import GenerationConfig, HFGenerate
 from lapo_lightning.types import ProblemBatch
-from lapo_lightning.verify import extract_answer
+from lapo_lightning.verify import after_reasoning, extract_answer
 
 
 class InferenceError(ValueError):
@@ -72,14 +72,17 @@ def load(adapter: str | None, base: str | None = None, dtype: str | None = None)
 
 def generate(model, tokenizer, question: str, budget: int | None = None, max_new_tokens: int = 512,
              temperature: float = 0.0, prompt: PromptTemplate | None = None) -> Answer:
-    """One completion for ``question``, rendered and counted exactly as training does."""
+    """One completion for ``question``, rendered and counted exactly as training does
+    (``prompt`` None: the paper's plain template)."""
     prompt = prompt or PlainPrompt()
     text = prompt.render(question, budget, tokenizer)
     problems = ProblemBatch(problem_ids=["question"], problems=[question], answers=[""], budgets=[budget])
     gen = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
     rollouts = HFGenerate().sample(model, tokenizer, [text], problems, 1, gen)
     completion = rollouts.texts[0]
-    return Answer(text=completion, answer=extract_answer(completion), tokens=int(rollouts.lengths[0]))
+    final = after_reasoning(completion, opens_think(text))  # None: still reasoning at the cap
+    return Answer(text=completion, answer=None if final is None else extract_answer(final),
+                  tokens=int(rollouts.lengths[0]))
 
 
 def answer(adapter: str | None, question: str, base: str | None = None, budget: int | None = None,
@@ -109,6 +112,21 @@ def read_questions(path: str) -> list[str]:
         raise InferenceError(f"--file: {path}: each line must be a JSON object with a 'problem' field ({e})") from None
 
 
+PROMPTS = {"plain": PlainPrompt, "chat": ChatPrompt}
+
+
+def choose_prompt(name: str | None, adapter: str | None) -> PromptTemplate:
+    """``--prompt`` if given, else the template recorded beside the adapter at export, else plain."""
+    if name is not None:
+        return PROMPTS[name]()
+    try:
+        recorded = load_prompt(adapter) if adapter is not None else None
+    except (ValueError, TypeError, KeyError) as e:
+        raise InferenceError(f"--adapter: cannot use the prompt recorded in {adapter}: {_one_line(e)}; "
+                             f"choose one with --prompt") from None
+    return recorded or PlainPrompt()
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
 
@@ -122,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, help="state this token budget in the prompt (default: none)")
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--prompt", choices=sorted(PROMPTS),
+                        help="prompt template (default: the one recorded with the adapter, else plain)")
     args = parser.parse_args(argv)
     if (args.question is None) == (args.file is None):
         parser.error("give a question or --file, not both")
@@ -129,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.budget is not None and args.budget < 0:
             raise InferenceError(f"--budget must be >= 0 tokens, got {args.budget}")
         questions = read_questions(args.file) if args.file else [args.question]
+        prompt = choose_prompt(args.prompt, args.adapter)
         model, tokenizer = load(args.adapter, args.base)
     except InferenceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for i, question in enumerate(questions):
-        result = generate(model, tokenizer, question, args.budget, args.max_new_tokens, args.temperature)
+        result = generate(model, tokenizer, question, args.budget, args.max_new_tokens, args.temperature, prompt)
         if len(questions) > 1:
             print(f"### question {i + 1}: {question}")
         print(result.text)

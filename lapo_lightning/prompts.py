@@ -9,9 +9,14 @@ where only the reward carries the budget). Stage 1 is any template with ``budget
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import json
 import operator
 import re
+import sys
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Literal, get_args
 
 # Verbatim from ZJU-REAL/LAPO openrlhf/datasets/prompts_dataset.py (`system_prompt`),
@@ -41,6 +46,8 @@ _RANGE_RE = re.compile(
     re.escape(BUDGET_RANGE_SENTENCE.strip()).replace(r"\{low\}", r"(\d+)").replace(r"\{high\}", r"(\d+)")
 )
 _PLACEHOLDER = re.compile(r"\{(system|problem|instruction)\}")
+# Written beside an exported adapter, so `lapo answer` renders questions as training did.
+PROMPT_FILE = "lapo_prompt.json"
 
 
 def render_budget(n: int) -> str:
@@ -95,8 +102,9 @@ def opens_think(prompt: str) -> bool:
 class PromptTemplate(ABC):
     """Renders one problem (plus an optional budget) into the exact text to tokenize.
 
-    Subclasses produce the stage-1 text, which must contain the assistant turn's opening
-    ``<think>`` as its last ``<think>``; :meth:`render` adds the budget sentence around it.
+    Subclasses produce the stage-1 text, whose last ``<think>`` is the assistant turn's
+    opening tag; :meth:`render` adds the budget sentence around it (a template without
+    thinking overrides :meth:`render` to place it, see :class:`ChatPrompt`).
 
     Args:
         placement: where the budget sentence goes ("think", "outside", "range", "none").
@@ -181,14 +189,23 @@ class PlainPrompt(PromptTemplate):
 
 
 class ChatPrompt(PromptTemplate):
-    """The tokenizer's own chat template, with the assistant turn prefilled with ``<think>``.
+    """The tokenizer's own chat template, the assistant turn opened for the model to continue.
 
-    If the template already opens the thinking block (DeepSeek-R1-Distill, some Qwen3
-    variants end the generation prompt with ``<think>\\n``) no second tag is added.
+    With thinking (``think`` true, or by default when the tokenizer has a ``<think>`` token)
+    the assistant turn is prefilled with ``<think>``, unless the template already opens the
+    thinking block itself (DeepSeek-R1-Distill and some Qwen3 variants end the generation
+    prompt with ``<think>\\n``), and the budget sentence goes right after it, as in the paper.
+
+    Without thinking (``think`` false, or by default for a tokenizer with no ``<think>``
+    token, such as SmolLM2 or Llama-3 instruct models) nothing is prefilled: the model
+    reasons in its answer. The reasoning then starts with the assistant turn, so placement
+    "think" (and "range") starts the turn with the budget sentence and a line break, and
+    "outside" ends the user message with it. The verifier grades the whole completion.
 
     Args:
         system: optional system message; None sends none (R1-distilled models advise that).
         instruction: appended to the problem in the user message.
+        think: prefill ``<think>``; None decides from the tokenizer (see above).
         placement: see :class:`PromptTemplate`.
         range_width: see :class:`PromptTemplate`.
     """
@@ -197,19 +214,73 @@ class ChatPrompt(PromptTemplate):
         self,
         system: str | None = None,
         instruction: str = INSTRUCTION,
+        think: bool | None = None,
         placement: Placement = "think",
         range_width: int = 200,
     ) -> None:
         super().__init__(placement, range_width)
-        self.system, self.instruction = system, instruction
+        self.system, self.instruction, self.think = system, instruction, think
+
+    def thinks(self, tokenizer) -> bool:
+        """Whether the assistant turn opens ``<think>``: ``think`` if set, else whether the
+        template opens it by itself or the vocabulary has it as one token."""
+        if self.think is not None:
+            return self.think
+        return opens_think(self._chat(".", tokenizer)) or THINK in tokenizer.get_vocab()
 
     def render_stage1(self, problem: str, tokenizer=None) -> str:
+        text = self._chat(problem + self.instruction, tokenizer)
+        if not self.thinks(tokenizer) or opens_think(text):
+            return text
+        return text + THINK
+
+    def render(self, problem: str, budget: int | None = None, tokenizer=None) -> str:
+        if budget is None or self.placement == "none" or self.thinks(tokenizer):
+            return super().render(problem, budget, tokenizer)
+        if self.placement == "outside":
+            return self._chat(problem + self.instruction + render_budget(budget), tokenizer)
+        if self.placement == "range":
+            sentence = render_budget_range(*budget_range(budget, self.range_width))
+        else:
+            sentence = render_budget(budget)
+        return self.render_stage1(problem, tokenizer) + sentence.strip() + "\n"
+
+    def _chat(self, user: str, tokenizer) -> str:
         if tokenizer is None:
             raise ValueError("ChatPrompt.render needs the policy tokenizer (tokenizer=None given)")
         if not getattr(tokenizer, "chat_template", None):
             name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
             raise ValueError(f"tokenizer {name!r} has no chat_template; use PlainPrompt for base models")
         messages = [{"role": "system", "content": self.system}] if self.system is not None else []
-        messages.append({"role": "user", "content": problem + self.instruction})
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text if text.rstrip().endswith(THINK) else text + THINK
+        messages.append({"role": "user", "content": user})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def save_prompt(prompt: PromptTemplate, folder: str | Path) -> Path:
+    """Record ``prompt`` (its class and init arguments) as ``folder/lapo_prompt.json``.
+
+    Every template keeps each init argument as an attribute of the same name, which is
+    what makes this a faithful record.
+    """
+    cls = type(prompt)
+    args = {name: getattr(prompt, name) for name in inspect.signature(cls.__init__).parameters if name != "self"}
+    path = Path(folder) / PROMPT_FILE
+    path.write_text(json.dumps({"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}, indent=1))
+    return path
+
+
+def load_prompt(folder: str | Path) -> PromptTemplate | None:
+    """The prompt recorded by :func:`save_prompt` in ``folder``; None when there is none."""
+    path = Path(folder) / PROMPT_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    module, _, name = record["class_path"].rpartition(".")
+    # Only this package's templates (or a module already imported): a file must not make us
+    # import arbitrary code.
+    if not (module.startswith("lapo_lightning.") or module in sys.modules):
+        raise ValueError(f"{path}: refusing to import {module!r} for the recorded prompt; choose one with --prompt")
+    cls = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, PromptTemplate)):
+        raise ValueError(f"{path}: {record['class_path']} is not a PromptTemplate")
+    return cls(**record["init_args"])

@@ -14,15 +14,18 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lapo_lightning.prompts import (  # noqa: E402
+    PROMPT_FILE,
     R1_SYSTEM,
     ChatPrompt,
     PlainPrompt,
     budget_range,
+    load_prompt,
     opens_think,
     parse_budget,
     parse_budget_range,
     render_budget,
     render_budget_range,
+    save_prompt,
 )
 
 PROBLEM = r"What is $\frac{1}{2} + \frac{1}{4}$?"
@@ -170,17 +173,17 @@ def chat_tokenizer(tmp_path_factory):
 
 
 def test_chat_prompt_prefills_think(chat_tokenizer):
-    prompt = ChatPrompt(system="Be brief.")
+    prompt = ChatPrompt(system="Be brief.", think=True)
     stage1 = prompt.render(PROBLEM, tokenizer=chat_tokenizer)
     user = PROBLEM + " Please think step by step and output the final answer within \\boxed{}."
     assert stage1 == f"<|system|>Be brief.\n<|user|>{user}\n<|assistant|><think>"
     assert prompt.render(PROBLEM, 64, chat_tokenizer) == stage1 + render_budget(64)
-    assert ChatPrompt().render(PROBLEM, tokenizer=chat_tokenizer).startswith("<|user|>")
+    assert ChatPrompt(think=True).render(PROBLEM, tokenizer=chat_tokenizer).startswith("<|user|>")
 
 
 @pytest.mark.parametrize("placement", ["think", "outside", "range"])
 def test_chat_prompt_round_trip(chat_tokenizer, placement):
-    prompt = ChatPrompt(placement=placement)
+    prompt = ChatPrompt(placement=placement, think=True)
     text = prompt.render(PROBLEM, 321, chat_tokenizer)
     parsed = parse_budget_range(text) if placement == "range" else parse_budget(text)
     assert parsed == (budget_range(321, 200) if placement == "range" else 321)
@@ -199,8 +202,54 @@ def test_chat_template_that_already_opens_think(tmp_path):
     assert outside.endswith("<|assistant|>I will answer the question with 40 tokens. <think>\n")
 
 
+def test_chat_prompt_without_think_states_the_budget_where_reasoning_starts(chat_tokenizer):
+    # The char-level vocabulary has no <think> token, so by default nothing is prefilled.
+    prompt = ChatPrompt()
+    stage1 = prompt.render("Q", tokenizer=chat_tokenizer)
+    user = "Q Please think step by step and output the final answer within \\boxed{}."
+    assert stage1 == f"<|user|>{user}\n<|assistant|>" and not opens_think(stage1)
+    assert prompt.render("Q", 40, chat_tokenizer) == stage1 + "I will answer the question with 40 tokens.\n"
+    ranged = ChatPrompt(placement="range").render("Q", 300, chat_tokenizer)
+    assert ranged == stage1 + "I will answer the question with 200 to 400 tokens.\n"
+    outside = ChatPrompt(placement="outside").render("Q", 40, chat_tokenizer)
+    assert outside == f"<|user|>{user} I will answer the question with 40 tokens.\n<|assistant|>"
+    assert ChatPrompt(placement="none").render("Q", 40, chat_tokenizer) == stage1
+    assert parse_budget(outside) == 40 and "<think>" not in outside
+
+
+def test_chat_prompt_thinks_by_default_when_the_vocabulary_has_a_think_token(tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = save_tiny_tokenizer(tmp_path, SIMPLE_TEMPLATE)
+    tokenizer.add_tokens(["<think>", "</think>"])
+    tokenizer.save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert ChatPrompt().render("Q", tokenizer=tokenizer).endswith("<|assistant|><think>")
+    assert not ChatPrompt(think=False).render("Q", tokenizer=tokenizer).endswith("<think>")
+
+
 def test_chat_prompt_errors(tmp_path):
     with pytest.raises(ValueError, match="no chat_template"):
         ChatPrompt().render("Q", tokenizer=save_tiny_tokenizer(tmp_path, None))
     with pytest.raises(ValueError, match="tokenizer"):
         ChatPrompt().render("Q")
+
+
+def test_a_recorded_prompt_renders_like_the_original(tmp_path):
+    original = PlainPrompt(system="", instruction="", template="{problem} <think>", placement="range", range_width=40)
+    save_prompt(original, tmp_path)
+    loaded = load_prompt(tmp_path)
+    assert type(loaded) is PlainPrompt and loaded.render("2+3", 100) == original.render("2+3", 100)
+    chat = ChatPrompt(system="Be brief.", think=False, placement="outside")
+    save_prompt(chat, tmp_path)
+    assert vars(load_prompt(tmp_path)) == vars(chat)
+    assert load_prompt(tmp_path / "missing") is None
+
+
+def test_a_recorded_prompt_never_imports_foreign_code(tmp_path):
+    (tmp_path / PROMPT_FILE).write_text('{"class_path": "evil_module.Prompt", "init_args": {}}')
+    with pytest.raises(ValueError, match="refusing to import 'evil_module'"):
+        load_prompt(tmp_path)
+    (tmp_path / PROMPT_FILE).write_text('{"class_path": "lapo_lightning.verify.MathVerifier", "init_args": {}}')
+    with pytest.raises(ValueError, match="not a PromptTemplate"):
+        load_prompt(tmp_path)

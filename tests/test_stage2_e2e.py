@@ -18,7 +18,7 @@ from lapo_lightning import inference
 from lapo_lightning.callbacks.budgets import BudgetTargets
 from lapo_lightning.length_table import LengthTable
 from lapo_lightning.module import GRPOModule
-from lapo_lightning.prompts import parse_budget, render_budget
+from lapo_lightning.prompts import ChatPrompt, PlainPrompt, parse_budget, render_budget
 from lapo_lightning.rollout import HFGenerate
 
 pytestmark = pytest.mark.slow
@@ -172,7 +172,16 @@ def test_answer_with_and_without_a_budget(chain, monkeypatch):
                 break
         assert result.tokens == len(generated) and 1 <= result.tokens <= 8
         assert result.text == tokenizer.decode(generated, skip_special_tokens=True)
-        assert result.answer == inference.extract_answer(result.text)
+        # Graded as training grades: the prompt opened <think>, so only text after </think> counts.
+        final = inference.after_reasoning(result.text, prompt_opened=True)
+        assert result.answer == (None if final is None else inference.extract_answer(final))
+
+
+def test_answer_uses_the_prompt_recorded_with_the_adapter(chain):
+    adapter = str(chain["runs"] / "debug_stage2/adapter")
+    recorded = inference.choose_prompt(None, adapter)
+    assert isinstance(recorded, PlainPrompt) and recorded.placement == "think"
+    assert isinstance(inference.choose_prompt("chat", adapter), ChatPrompt)  # --prompt wins
 
 
 def test_lapo_answer_command(chain, capsys):

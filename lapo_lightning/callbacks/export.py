@@ -1,6 +1,7 @@
 """Export the trained adapter in PEFT format when fit ends (and optionally a merged model).
 
-A module that trains every weight (``SFTModule`` with ``full_finetune``) exports the whole
+The prompt template is recorded beside it (``lapo_prompt.json``), so ``lapo answer`` asks
+questions the way training did. A module that trains every weight (``SFTModule`` with ``full_finetune``) exports the whole
 model instead, as a ``from_pretrained`` folder.
 
 The ``lapo`` CLI always adds this callback (``export.*`` in YAML). Default folder:
@@ -16,6 +17,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
 from lapo_lightning.policy import export_merged, save_trained
+from lapo_lightning.prompts import save_prompt
 
 
 class ExportAdapter(pl.Callback):
@@ -38,6 +40,8 @@ class ExportAdapter(pl.Callback):
             return
         out = self.resolve(trainer)
         save_trained(pl_module.policy, pl_module.tokenizer, out)
+        if getattr(pl_module, "prompt", None) is not None:  # `lapo answer` renders questions the same way
+            save_prompt(pl_module.prompt, out)
         rank_zero_info(f"trained weights saved to {out}")
         if self.merged:
             merged = export_merged(pl_module.policy_config, out, out.parent / "merged")
