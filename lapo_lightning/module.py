@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lapo_lightning.algo import group_advantages, grpo_loss, token_logprobs, zero_spread_groups
 from lapo_lightning.config import GRPOConfig, OptimConfig
+from lapo_lightning.cost import check_before_loading
 from lapo_lightning.fast_rollout import CompactDecode
 from lapo_lightning.policy import PolicyConfig, load_policy
 from lapo_lightning.prompts import PlainPrompt, PromptTemplate, opens_think
@@ -95,6 +96,8 @@ class GRPOModule(pl.LightningModule):
                 f"model.grpo.micro_batch_size={self.grpo.micro_batch_size} must divide the rollout batch "
                 f"data.problems_per_step * model.grpo.group_size = {per_step} * {self.grpo.group_size}"
             )
+        if stage == "fit" and per_step is not None:
+            check_before_loading(self, datamodule)  # prints the memory estimate; refuses what cannot fit
 
     def configure_model(self) -> None:
         if self.policy is not None:  # Lightning may call this more than once

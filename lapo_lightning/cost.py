@@ -1,0 +1,611 @@
+"""What a run will cost, printed at start-up before any weights load: an *estimate*.
+
+Flow: ``GRPOModule.setup`` (after the data module is set up, before ``configure_model``
+loads weights) calls :func:`check_before_loading`. It reads the model's ``config.json``
+(no weights), measures the longest rendered prompt with the tokenizer, and calls the pure
+functions below; rank zero prints :meth:`CostEstimate.format`, and a config whose estimated
+peak exceeds the device's total memory (a CUDA GPU, or system RAM on CPU) is refused with a
+``ValueError`` naming the keys to change. ``LAPO_SKIP_MEMORY_CHECK=1`` prints without
+refusing (for when you know better than the estimate).
+
+The estimate is per process (DDP holds one full replica per GPU; ``data.problems_per_step``
+is per process) and models the worst step of the run: every completion runs to
+``model.generation.max_new_tokens`` and every prompt is as long as the longest one. Phases
+that never overlap in time are combined with ``max``::
+
+    peak = weights + LoRA state + max(generation, training micro-batch)
+
+What it leaves out: the CUDA context (~0.3-0.5 GB), allocator fragmentation, the
+reference pass (a no-grad forward, smaller than the training one), the prefill's transient
+activations, and the rollout tensors themselves (ids, masks, log-probs: a few MB). The
+formulas follow what this code base runs (peft LoRA, bitsandbytes NF4, ``CompactDecode``,
+``token_logprobs``); each docstring says how it was checked. Calibration on CPU is in
+``tests/test_cost.py`` and ``docs/performance.md`` ("Memory before the run"); none of it was
+measured on a GPU.
+
+Supported architectures: dense Llama, Qwen2, Qwen3 and Mistral decoders (the parameter
+count is exact for them). Any other ``model_type`` prints "no estimate" and runs unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+GB = 1e9  # the table prints decimal gigabytes; comparisons are in bytes
+DEFAULT_PROMPT_TOKENS = 200  # without problems to measure: the paper's plain prompt is ~150 BPE tokens
+SKIP_ENV = "LAPO_SKIP_MEMORY_CHECK"
+NEAR = 0.9  # warn above this share of the device: on CPU the estimate came out up to 7% below measured
+SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+NF4_BLOCK = 64  # bitsandbytes 4-bit block size: one absmax per 64 weights
+NESTED_BLOCK = 256  # double quantization: the absmaxes quantized in blocks of 256
+# Per quantized linear, bitsandbytes also keeps the NF4 code (16 fp32) and, with double
+# quantization, the nested code (256 fp32) and an fp32 offset.
+QUANT_TABLE_BYTES = {False: 16 * 4, True: 16 * 4 + 256 * 4 + 4}
+LORA_STATE_BYTES = 16  # per LoRA parameter: fp32 weight 4 + fp32 grad 4 + AdamW exp_avg/exp_avg_sq 8
+SAMPLER_COPIES = 8  # [rows, V] fp32 tensors alive while picking a token (see generation_bytes)
+SAVED_VALUE_BYTES = 4  # activations kept for backward are counted as fp32 (see training_activation_bytes)
+# Training logits, bytes at the backward peak (see logits_bytes), by the logits' dtype size:
+# per [rows, t, V] entry, and per [t, V] entry of the one row being worked on.
+LOGIT_ENTRY_BYTES = {4: 12, 2: 6}
+LOGIT_ROW_BYTES = {4: 32, 2: 32}
+
+
+class UnsupportedModel(ValueError):
+    """The config is not an architecture whose parameters this module can count."""
+
+
+# ------------------------------------------------------------------ model shape
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers of a dense decoder that memory depends on, read from its config."""
+
+    model_type: str
+    hidden: int  # h
+    layers: int  # L
+    heads: int  # n_h, query heads
+    kv_heads: int  # n_kv (GQA: fewer than n_h)
+    head_dim: int  # d
+    intermediate: int  # i, MLP width
+    vocab: int  # V
+    tied: bool  # lm_head shares the input embedding
+    qkv_bias: bool
+    o_bias: bool
+    mlp_bias: bool
+    qk_norm: bool  # Qwen3: an RMSNorm of width d on q and on k in every layer
+
+    @classmethod
+    def from_config(cls, config) -> ModelShape:
+        """From a transformers ``PretrainedConfig`` (``AutoConfig.from_pretrained`` reads only config.json).
+
+        Biases follow each architecture's modelling code: Qwen2 has q/k/v biases and none
+        elsewhere; Llama and Qwen3 use ``attention_bias`` for q/k/v/o (Llama also
+        ``mlp_bias``); Mistral has none.
+        """
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        kind = getattr(config, "model_type", None)
+        if kind not in SUPPORTED:
+            raise UnsupportedModel(f"model_type {kind!r} (estimated: {', '.join(SUPPORTED)})")
+        if any(getattr(config, key, 0) or 0 for key in ("num_experts", "num_local_experts", "n_routed_experts")):
+            raise UnsupportedModel(f"{kind} with mixture-of-experts layers")
+        heads = config.num_attention_heads
+        attention_bias = bool(getattr(config, "attention_bias", False))
+        return cls(
+            model_type=kind,
+            hidden=config.hidden_size,
+            layers=config.num_hidden_layers,
+            heads=heads,
+            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            intermediate=config.intermediate_size,
+            vocab=config.vocab_size,
+            tied=bool(getattr(config, "tie_word_embeddings", False)),
+            qkv_bias=kind == "qwen2" or (kind in ("llama", "qwen3") and attention_bias),
+            o_bias=kind in ("llama", "qwen3") and attention_bias,
+            mlp_bias=kind == "llama" and bool(getattr(config, "mlp_bias", False)),
+            qk_norm=kind == "qwen3",
+        )
+
+
+def read_shape(model: str, trust_remote_code: bool = False) -> ModelShape:
+    """The shape of a hub id, local folder or ``tiny:`` model, from its config.json alone."""
+    from transformers import AutoConfig
+
+    from lapo_lightning.policy import resolve_model  # the name resolution load_policy uses
+
+    return ModelShape.from_config(AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code))
+
+
+@dataclass(frozen=True)
+class Linear:
+    name: str  # the module path peft matches target_modules against
+    fan_in: int
+    fan_out: int
+    bias: bool
+
+
+def layer_linears(shape: ModelShape, layer: int) -> list[Linear]:
+    """The seven linear layers of decoder layer ``layer`` (attention q/k/v/o, SwiGLU gate/up/down)."""
+    h, q, kv, i = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim, shape.intermediate
+    at, mlp = f"model.layers.{layer}.self_attn.", f"model.layers.{layer}.mlp."
+    return [
+        Linear(at + "q_proj", h, q, shape.qkv_bias),
+        Linear(at + "k_proj", h, kv, shape.qkv_bias),
+        Linear(at + "v_proj", h, kv, shape.qkv_bias),
+        Linear(at + "o_proj", q, h, shape.o_bias),
+        Linear(mlp + "gate_proj", h, i, shape.mlp_bias),
+        Linear(mlp + "up_proj", h, i, shape.mlp_bias),
+        Linear(mlp + "down_proj", i, h, shape.mlp_bias),
+    ]
+
+
+def decoder_linears(shape: ModelShape) -> list[Linear]:
+    return [lin for layer in range(shape.layers) for lin in layer_linears(shape, layer)]
+
+
+def linear_params(lin: Linear) -> int:
+    return lin.fan_in * lin.fan_out + (lin.fan_out if lin.bias else 0)
+
+
+def other_params(shape: ModelShape) -> int:
+    """Everything outside the decoder linears: embeddings, lm_head (unless tied), RMSNorm weights.
+
+    Norms: two of width h per layer, one final, and for Qwen3 two of width d per layer.
+    """
+    norms = shape.layers * (2 * shape.hidden + (2 * shape.head_dim if shape.qk_norm else 0)) + shape.hidden
+    embeddings = shape.vocab * shape.hidden * (1 if shape.tied else 2)
+    return embeddings + norms
+
+
+def parameter_count(shape: ModelShape) -> int:
+    """Base model parameters, tied weights counted once (= ``sum(p.numel() for p in model.parameters())``).
+
+    Example (``tiny:llama``: h 64, 2 layers, 4 heads of 16, 2 KV heads, i 128, V 263, untied,
+    no biases): per layer q 64*64 + k 64*32 + v 64*32 + o 64*64 + 3 * 64*128 = 36,864 and
+    norms 128; embeddings and head 2 * 263*64 = 33,664; final norm 64 ->
+    2 * (36,864 + 128) + 33,664 + 64 = 107,712.
+    """
+    return sum(linear_params(lin) for lin in decoder_linears(shape)) + other_params(shape)
+
+
+# ------------------------------------------------------------------ weights
+def weight_bytes(shape: ModelShape, dtype: str, load_in_4bit: bool, double_quant: bool = True) -> int:
+    """Bytes of the base model's weights as ``load_policy`` leaves them.
+
+    Unquantized: every parameter in ``dtype``. In 4-bit (bitsandbytes NF4): each decoder
+    linear weight is packed two to a byte (0.5 byte/param) plus its block constants: one
+    absmax per 64 weights, stored as fp32 (4/64 = 0.0625 byte/param) or, with double
+    quantization, as one uint8 per 64 plus one fp32 per 256 blocks (~0.0159 byte/param),
+    and a few code tables per layer (:data:`QUANT_TABLE_BYTES`, ~1 KB).
+    The output head and the embeddings are not quantized, and peft's
+    ``prepare_model_for_kbit_training`` then casts every remaining bf16/fp16 parameter
+    (embeddings, head, norms, biases) to fp32, so all of those count 4 bytes (the first
+    forward casts the few biases back to the compute dtype; ignored).
+    Example (the stage-1 1.5B shape, tied, double quantization): 1,310,195,712 quantized
+    weights -> 655.1 MB packed + 20.5 + 0.3 MB block constants + 0.2 MB tables; 233,518,592
+    other parameters (embedding, norms, q/k/v biases) x 4 = 934.1 MB; total 1.61 GB.
+    Checked against the bytes of a real 4-bit model's tensors (tests/test_cost.py).
+    """
+    total = parameter_count(shape)
+    if not load_in_4bit:
+        return total * DTYPE_BYTES[dtype]
+    quantized = sum(lin.fan_in * lin.fan_out for lin in decoder_linears(shape))
+    blocks = sum(math.ceil(lin.fan_in * lin.fan_out / NF4_BLOCK) for lin in decoder_linears(shape))
+    if double_quant:  # one uint8 absmax per block, one fp32 per 256 blocks (per tensor)
+        constants = blocks + sum(4 * math.ceil(math.ceil(lin.fan_in * lin.fan_out / NF4_BLOCK) / NESTED_BLOCK)
+                                 for lin in decoder_linears(shape))
+    else:
+        constants = 4 * blocks
+    tables = QUANT_TABLE_BYTES[double_quant] * len(decoder_linears(shape))
+    return quantized // 2 + constants + tables + 4 * (total - quantized)
+
+
+# ------------------------------------------------------------------ LoRA
+def adapter_settings(policy) -> tuple[int, list[str] | str]:
+    """(rank, target_modules) of the adapter ``load_policy`` will train: a saved adapter's
+    own config when ``model.policy.adapter`` names one, else ``model.policy.lora``."""
+    if policy.adapter is not None:
+        path = Path(policy.adapter) / "adapter_config.json"
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            return int(saved.get("r", policy.lora.r)), saved.get("target_modules") or policy.lora.target_modules
+    return policy.lora.r, policy.lora.target_modules
+
+
+def is_target(name: str, targets: list[str] | str) -> bool:
+    """peft's matching: "all-linear" = every linear but the output head; a string is a regex
+    that must match the whole module name; a list matches a name equal to an entry or ending
+    in "." + entry (``q_proj`` matches ``model.layers.0.self_attn.q_proj``)."""
+    if targets == "all-linear":
+        return name != "lm_head"
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def lora_parameter_count(shape: ModelShape, r: int, targets: list[str] | str) -> int:
+    """Trainable LoRA parameters: A (fan_in x r) and B (r x fan_out) for each adapted linear,
+    A (r x V) and B (h x r) for an adapted embedding.
+
+    Example (``tiny:llama`` with r 8 on all linear layers): per layer
+    8 * [(64+64) + (64+32) + (64+32) + (64+64) + 2 * (64+128) + (128+64)] = 8 * 1,024 = 8,192,
+    two layers -> 16,384. Checked exactly against peft (tests/test_cost.py).
+    """
+    linears = decoder_linears(shape) + [Linear("lm_head", shape.hidden, shape.vocab, False)]
+    count = sum(r * (lin.fan_in + lin.fan_out) for lin in linears if is_target(lin.name, targets))
+    if targets != "all-linear" and is_target("model.embed_tokens", targets):
+        count += r * (shape.vocab + shape.hidden)
+    return count
+
+
+def adapted_per_layer(shape: ModelShape, targets: list[str] | str) -> int:
+    """How many of a decoder layer's seven linears carry LoRA (each saves an r-wide activation)."""
+    return sum(is_target(lin.name, targets) for lin in layer_linears(shape, 0))
+
+
+# ------------------------------------------------------------------ activations
+def activation_dtype_bytes(dtype: str, load_in_4bit: bool) -> int:
+    """Bytes per value of the residual stream, keys, values and logits. In 4-bit,
+    ``prepare_model_for_kbit_training`` casts the embeddings, norms and head to fp32, so all
+    of these are fp32 (the NF4 layers compute in ``bnb_compute_dtype`` but return their
+    input's dtype); otherwise ``dtype``. Checked on a loaded model (tests/test_cost.py)."""
+    return 4 if load_in_4bit else DTYPE_BYTES[dtype]
+
+
+def kv_cache_bytes(shape: ModelShape, rows: int, tokens: int, value_bytes: int) -> int:
+    """Keys and values of every layer: ``2 * L * n_kv * d * bytes * rows * tokens``.
+
+    Example: the stage-1 1.5B shape (L 28, n_kv 2, d 128), fp32, 64 rows x 4,296 tokens ->
+    2 * 28 * 2 * 128 * 4 * 64 * 4,296 = 15.8e9 bytes. (``DynamicCache`` grows a layer by
+    concatenation, so one layer briefly exists twice: +1/L, ignored.)
+    """
+    return 2 * shape.layers * shape.kv_heads * shape.head_dim * value_bytes * rows * tokens
+
+
+def generation_bytes(shape: ModelShape, rows: int, tokens: int, value_bytes: int) -> tuple[int, int]:
+    """(KV cache, sampler) bytes of one ``generate`` call over ``rows`` sequences of ``tokens``.
+
+    The sampler term is :data:`SAMPLER_COPIES` fp32 [rows, V] tensors: the logits, their
+    temperature-scaled and filtered copies, top-p's sorted values, order and cumulative sum,
+    the softmax and the log-softmax (``fast_rollout.pick_tokens``); an upper bound.
+    """
+    return kv_cache_bytes(shape, rows, tokens, value_bytes), SAMPLER_COPIES * 4 * rows * shape.vocab
+
+
+def values_saved_per_token(shape: ModelShape, lora_r: int, adapted: int) -> int:
+    """Activation values one decoder layer keeps for backward per token, besides the mask.
+
+    With LoRA on a frozen base, a linear keeps nothing for its own weight but its LoRA
+    branch keeps its input, so every input to an adapted linear is kept:
+    - the two RMSNorms keep their input and output: 2 * 2h;
+    - attention keeps q, the keys and values repeated to n_h heads (``repeat_kv``: with a
+      padding mask SDPA gets no GQA path) and its output (o_proj's input is a view of it):
+      4 * n_h*d, plus the log-sum-exp: n_h (a fused kernel: no [s, s] probabilities);
+    - SwiGLU keeps gate, up, SiLU(gate) and down_proj's input: 4i;
+    - LoRA: each adapted linear's A output, r wide.
+    Example (``tiny:llama``: h 64, n_h*d 64, i 128; r 8 on all seven): 256 + 256 + 4 + 512 + 56 = 1,084.
+    """
+    return 4 * shape.hidden + 4 * shape.heads * shape.head_dim + shape.heads + 4 * shape.intermediate + lora_r * adapted
+
+
+def prompts_per_micro_batch(micro: int, group_size: int) -> int:
+    """Distinct prompts in a micro-batch: ``GRPOModule.micro_batches`` keeps each group's G rows
+    together, so ``micro`` rows span ceil(micro / G) groups when one size divides the other,
+    and at most one more otherwise. Examples: (4, 8) -> 1; (8, 4) -> 2; (6, 4) -> 3."""
+    aligned = group_size % micro == 0 or micro % group_size == 0
+    return min(micro, -(-micro // group_size) + (0 if aligned else 1))
+
+
+def training_activation_bytes(shape: ModelShape, rows: int, prompt: int, completion: int, prompts: int,
+                              residual_bytes: int, lora_r: int, adapted: int, checkpointing: bool) -> int:
+    """Activations one micro-batch keeps for backward: ``rows`` completions of ``completion``
+    tokens continuing ``prompts`` distinct prompts of ``prompt`` tokens.
+
+    ``prompts == rows`` is the padded forward (every row runs its own prompt); fewer is the
+    shared-prefix forward (``model.grpo.shared_prefix``), which runs each distinct prompt once
+    and gives each row a copy of its prompt's keys and values. Per layer:
+    - :func:`values_saved_per_token` for every token run (prompts * prompt + rows * completion);
+    - the attention mask: SDPA turns the boolean padding mask into a float bias per call and
+      keeps it, one value per (query, key): rows * (prompt + completion)^2 padded, or
+      prompts * prompt^2 + rows * completion * (prompt + completion) shared;
+    - shared only: each row's prompt keys and values, copied, concatenated and repeated to
+      n_h heads: rows * prompt * 2 * (n_h + 2 n_kv) * d.
+    Outside the layers, 3h per token run (embedding output, final norm). Values are counted
+    as fp32 (:data:`SAVED_VALUE_BYTES`): in 4-bit the stream is fp32, and with a bf16 base
+    RMSNorm and peft's fp32 adapters keep fp32 copies (measured on CPU: bf16 keeps 0.9x the
+    bytes of fp32, not 0.5x).
+
+    Without checkpointing all L layers keep theirs. With (non-reentrant) checkpointing each
+    layer keeps only its input (h per token run, and the rows' prompt key/value copies, in
+    ``residual_bytes``) and backward recomputes one layer at a time.
+    Accuracy: padded, without checkpointing, 3.5-7% above the bytes autograd saved for tiny
+    Llama and Qwen2 models in fp32 (tests/test_cost.py); the other forms are the same terms
+    and were checked only through whole-run CPU memory (docs/performance.md).
+    """
+    shared = prompts < rows
+    tokens = prompts * prompt + rows * completion
+    if shared:
+        mask = prompts * prompt**2 + rows * completion * (prompt + completion)
+        prefix = rows * prompt * 2 * (shape.heads + 2 * shape.kv_heads) * shape.head_dim
+    else:
+        mask, prefix = rows * (prompt + completion) ** 2, 0
+    layer = (values_saved_per_token(shape, lora_r, adapted) * tokens + mask + prefix) * SAVED_VALUE_BYTES
+    outside = 3 * shape.hidden * tokens * SAVED_VALUE_BYTES
+    if checkpointing:
+        kept = shape.hidden * tokens + (rows * prompt * 2 * shape.kv_heads * shape.head_dim if shared else 0)
+        return shape.layers * kept * residual_bytes + layer + outside
+    return shape.layers * layer + outside
+
+
+def logits_bytes(rows: int, completion_tokens: int, vocab: int, logit_bytes: int) -> int:
+    """Peak bytes of the training forward's logits and their gradient in backward.
+
+    The forward keeps only the completion positions' logits (``logits_to_keep``), [rows, t, V]
+    in the head's dtype; ``token_logprobs`` works one row at a time in fp32, and backward
+    builds the full gradient from row gradients: per entry the logits, their gradient and
+    one more copy (12 bytes in fp32), plus the temporaries of the row being worked on
+    (32 bytes per entry of one row). These constants are fitted to measurements, not derived:
+    peak RSS growth of a fresh CPU process running one shared-prefix training micro-batch
+    of a LoRA model (rows 2/4/8, t 128/256, V 32,000; the model's activations subtracted)
+    came out within -10%/+8% of them, with RSS noise of about 10%. bf16 logits (6 + 32) were
+    measured on ``token_logprobs`` alone (15-30% below this formula).
+    Example (stage 1: 4 rows x 4,096 tokens x 151,936, fp32):
+    (4 * 12 + 32) * 4,096 * 151,936 = 49.8e9 bytes.
+    """
+    return (rows * LOGIT_ENTRY_BYTES[logit_bytes] + LOGIT_ROW_BYTES[logit_bytes]) * completion_tokens * vocab
+
+
+# ------------------------------------------------------------------ the estimate
+@dataclass
+class CostEstimate:
+    """One run's estimated memory (bytes) and the numbers behind it; :meth:`format` prints it."""
+
+    model: str
+    params: int
+    weights_label: str  # "4-bit NF4" or the dtype
+    weight_bytes: int
+    lora_params: int
+    lora_label: str
+    lora_state_bytes: int
+    problems_per_step: int
+    group_size: int
+    rows_per_call: int
+    prompt_tokens: int
+    max_new_tokens: int
+    kv_cache_bytes: int
+    sampler_bytes: int
+    micro_batch_size: int
+    checkpointing: bool
+    activation_bytes: int
+    logits_bytes: int
+
+    @property
+    def rollouts(self) -> int:
+        return self.problems_per_step * self.group_size
+
+    @property
+    def longest_sequence(self) -> int:
+        return self.prompt_tokens + self.max_new_tokens
+
+    @property
+    def generation_bytes(self) -> int:
+        return self.kv_cache_bytes + self.sampler_bytes
+
+    @property
+    def training_bytes(self) -> int:
+        return self.activation_bytes + self.logits_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.weight_bytes + self.lora_state_bytes + max(self.generation_bytes, self.training_bytes)
+
+    def format(self) -> str:
+        """A short table in GB (1e9 bytes): one decimal, three below 1 GB (debug models)."""
+        def size(n: int) -> str:
+            return f"{n / GB:.1f}" if n >= GB else f"{n / GB:.3f}"
+
+        def gb(n: int) -> str:
+            return f"{size(n):>7} GB"
+
+        def count(n: int) -> str:
+            return f"{n / 1e6:,.1f}M" if n >= 1e6 else f"{n:,}"
+
+        ckpt = "on" if self.checkpointing else "off"
+        rows = [
+            ("model", f"{self.model}: {count(self.params)} parameters, {self.weights_label}", gb(self.weight_bytes)),
+            ("LoRA", f"{count(self.lora_params)} parameters ({self.lora_label}) + grads + AdamW",
+             gb(self.lora_state_bytes)),
+            ("rollouts/step", f"{self.problems_per_step} problems x G {self.group_size} = {self.rollouts}, "
+                              f"generated {self.rows_per_call} at a time", ""),
+            ("longest seq", f"{self.prompt_tokens} prompt + {self.max_new_tokens} new = {self.longest_sequence} tokens",
+             ""),
+            ("generation", f"KV cache {size(self.kv_cache_bytes)} GB + sampler {size(self.sampler_bytes)} GB",
+             gb(self.generation_bytes)),
+            ("training", f"micro-batch {self.micro_batch_size}, checkpointing {ckpt}: activations "
+                         f"{size(self.activation_bytes)} GB + logits {size(self.logits_bytes)} GB",
+             gb(self.training_bytes)),
+            ("peak", "weights + LoRA state + max(generation, training)", gb(self.peak_bytes)),
+        ]
+        width = max(len(text) for _, text, _ in rows)
+        lines = ["Memory estimate before loading weights (per process, worst case: every completion at the cap):"]
+        lines += [f"  {name:<14} {text:<{width}} {amount}".rstrip() for name, text, amount in rows]
+        return "\n".join(lines)
+
+
+def estimate(shape: ModelShape, policy, grpo, generation, problems_per_step: int,
+             prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> CostEstimate:
+    """The run's memory from its settings: ``policy`` a PolicyConfig, ``grpo`` a GRPOConfig,
+    ``generation`` a GenerationConfig (only attributes are read)."""
+    r, targets = adapter_settings(policy)
+    lora = lora_parameter_count(shape, r, targets)
+    value_bytes = activation_dtype_bytes(policy.dtype, policy.load_in_4bit)
+    rollouts = problems_per_step * grpo.group_size
+    rows = min(rollouts, generation.max_rollouts_per_call or rollouts)
+    cap, micro = generation.max_new_tokens, grpo.micro_batch_size
+    prompts = prompts_per_micro_batch(micro, grpo.group_size) if grpo.shared_prefix else micro
+    kv, sampler = generation_bytes(shape, rows, prompt_tokens + cap, value_bytes)
+    target_label = targets if isinstance(targets, str) else ",".join(targets)
+    return CostEstimate(
+        model=policy.model,
+        params=parameter_count(shape),
+        weights_label="4-bit NF4" if policy.load_in_4bit else policy.dtype,
+        weight_bytes=weight_bytes(shape, policy.dtype, policy.load_in_4bit, policy.bnb_double_quant),
+        lora_params=lora,
+        lora_label=f"r {r}, {target_label}",
+        lora_state_bytes=LORA_STATE_BYTES * lora,
+        problems_per_step=problems_per_step,
+        group_size=grpo.group_size,
+        rows_per_call=rows,
+        prompt_tokens=prompt_tokens,
+        max_new_tokens=cap,
+        kv_cache_bytes=kv,
+        sampler_bytes=sampler,
+        micro_batch_size=micro,
+        checkpointing=policy.gradient_checkpointing,
+        activation_bytes=training_activation_bytes(shape, micro, prompt_tokens, cap, prompts, value_bytes, r,
+                                                   adapted_per_layer(shape, targets), policy.gradient_checkpointing),
+        logits_bytes=logits_bytes(micro, cap, shape.vocab, value_bytes),
+    )
+
+
+# ------------------------------------------------------------------ prompts, devices, refusal
+def longest_prompt_tokens(tokenizer, template, problems: list[str], budget: int | None, sample: int = 64) -> int:
+    """Tokens of the longest rendered prompt (sequences are left-padded to the longest in a batch).
+
+    Only the ``sample`` longest problems by characters are tokenized (cheap on 10k problems);
+    ``budget`` adds the stage-2 budget sentence where the template places one (pass the
+    generation cap: its digits are the most a budget writes).
+    """
+    if not problems:
+        return DEFAULT_PROMPT_TOKENS
+    longest = sorted(problems, key=len, reverse=True)[:sample]
+    texts = [template.render(p, budget, tokenizer) for p in longest]
+    return max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+
+
+def device_total_memory(device: torch.device) -> int | None:
+    """Total bytes of ``device``: a CUDA GPU's memory, or physical RAM on CPU; None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not a POSIX system
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything :func:`estimate` reads, so a change to one key can be estimated again."""
+
+    shape: ModelShape
+    policy: object  # PolicyConfig
+    grpo: object  # GRPOConfig
+    generation: object  # GenerationConfig
+    problems_per_step: int
+    prompt_tokens: int = DEFAULT_PROMPT_TOKENS
+
+    def estimate(self) -> CostEstimate:
+        return estimate(self.shape, self.policy, self.grpo, self.generation, self.problems_per_step,
+                        self.prompt_tokens)
+
+
+def single_changes(run: RunSettings) -> list[tuple[str, RunSettings]]:
+    """One-key changes that could lower memory: halve the micro-batch, the cap, the rows per
+    generate() call or the problems per step; turn on checkpointing or 4-bit loading.
+    (Halving keeps ``micro_batch_size`` a divisor of the rollout batch when it was one.)"""
+    from dataclasses import replace
+
+    policy, grpo, gen = run.policy, run.grpo, run.generation
+    rows = min(run.problems_per_step * grpo.group_size, gen.max_rollouts_per_call or 10**9)
+    out = []
+    if grpo.micro_batch_size > 1:
+        m = grpo.micro_batch_size
+        out.append((f"model.grpo.micro_batch_size {m} -> {m // 2}",
+                    replace(run, grpo=replace(grpo, micro_batch_size=m // 2))))
+    if gen.max_new_tokens > 1:
+        cap = gen.max_new_tokens
+        out.append((f"model.generation.max_new_tokens {cap} -> {cap // 2}",
+                    replace(run, generation=replace(gen, max_new_tokens=cap // 2))))
+    if not policy.gradient_checkpointing:
+        out.append(("model.policy.gradient_checkpointing true",
+                    replace(run, policy=replace(policy, gradient_checkpointing=True))))
+    if not policy.load_in_4bit:
+        try:
+            out.append(("model.policy.load_in_4bit true", replace(run, policy=replace(policy, load_in_4bit=True))))
+        except ValueError:  # bitsandbytes is not installed: not a change to suggest
+            pass
+    if rows > 1:
+        out.append((f"model.generation.max_rollouts_per_call {rows // 2}",
+                    replace(run, generation=replace(gen, max_rollouts_per_call=rows // 2))))
+    if run.problems_per_step > 1:
+        b = run.problems_per_step
+        out.append((f"data.problems_per_step {b} -> {b // 2}", replace(run, problems_per_step=b // 2)))
+    return out
+
+
+def what_lowers_it(run: RunSettings) -> list[str]:
+    """The single-key changes that lower the estimated peak, largest saving first, e.g.
+    ``["model.grpo.micro_batch_size 4 -> 2 (-18.3 GB)", ...]``. Estimated, not assumed: in
+    4-bit the output head is fp32, so 4-bit loading can raise the peak of a bf16 run."""
+    peak = run.estimate().peak_bytes
+    savings = [(peak - changed.estimate().peak_bytes, text) for text, changed in single_changes(run)]
+    return [f"{text} (-{saved / GB:.1f} GB)" if saved >= GB else f"{text} (-{saved / GB:.3f} GB)"
+            for saved, text in sorted(savings, key=lambda pair: -pair[0]) if saved > 0]
+
+
+def check_fits(run: RunSettings, device: torch.device, total: int | None) -> None:
+    """Raise ``ValueError`` when the estimated peak exceeds the device's total memory."""
+    est = run.estimate()
+    if total is None or est.peak_bytes <= total:
+        return
+    phase = "training" if est.training_bytes >= est.generation_bytes else "generation"
+    raise ValueError(
+        f"this config needs about {est.peak_bytes / GB:.1f} GB on {device}, which has {total / GB:.1f} GB "
+        f"(estimate printed above; {phase} is the larger phase). Each of these lowers the estimate: "
+        f"{'; '.join(what_lowers_it(run))}. The estimate assumes every completion runs to the cap; "
+        f"to start anyway set {SKIP_ENV}=1."
+    )
+
+
+def check_before_loading(module, datamodule) -> CostEstimate | None:
+    """``GRPOModule.setup``'s start-up cost check: print the estimate, refuse what cannot fit.
+
+    Reads only config.json and the tokenizer; returns None (after printing why) for an
+    architecture it cannot estimate.
+    """
+    from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+    from lapo_lightning.policy import load_tokenizer
+
+    policy = module.policy_config
+    try:
+        shape = read_shape(policy.model, policy.trust_remote_code)
+    except UnsupportedModel as err:
+        rank_zero_info(f"no memory estimate for {policy.model}: {err}")
+        return None
+    problems = [p.problem for p in getattr(datamodule, "train_problems", None) or []]
+    prompt_tokens = longest_prompt_tokens(load_tokenizer(policy), module.prompt, problems,
+                                          module.generation.max_new_tokens)
+    run = RunSettings(shape, policy, module.grpo, module.generation, datamodule.problems_per_step, prompt_tokens)
+    est = run.estimate()
+    device = module.trainer.strategy.root_device
+    total = device_total_memory(device)
+    available = f"{total / GB:.1f} GB in total" if total is not None else "total memory unknown"
+    rank_zero_info(est.format() + f"\n  {'device':<14} {device}: {available}")
+    if os.environ.get(SKIP_ENV, "") not in ("", "0"):
+        return est
+    check_fits(run, device, total)
+    if total is not None and est.peak_bytes > NEAR * total:
+        rank_zero_warn(f"the memory estimate ({est.peak_bytes / GB:.1f} GB) is above {NEAR:.0%} of {device}'s "
+                       f"{total / GB:.1f} GB and has come out up to 7% low against CPU measurements: this run may "
+                       f"not fit ({'; '.join(what_lowers_it(run)[:3])})")
+    return est
