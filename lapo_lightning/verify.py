@@ -26,7 +26,8 @@ from lapo_lightning.prompts import THINK, THINK_END
 
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # The one fallback when there is no box: "the answer is X" / "final answer: X" (last one).
-_ANSWER_PHRASE = re.compile(r"answer\s*(?:is\s*:?|:)\s*([^\n]+)", re.IGNORECASE)
+_ANSWER_PHRASE = re.compile(r"answer\s*(?:is\s*:?|:)\s*", re.IGNORECASE)
+_WORKING = re.compile(r"^[\d\s.,+\-*/×÷()$]+=")  # "4 + 1 = 5": arithmetic before the result
 # A fallback answer must look like a final answer, not a sentence ("the answer is not clear
 # yet, let me check"): at most this many characters, and math (see _looks_like_an_answer).
 _MAX_FALLBACK_CHARS = 40
@@ -86,10 +87,12 @@ def extract_answer(text: str, fallback: bool = True) -> str | None:
     1. :func:`extract_boxed`.
     2. Fallback (only when there is no ``\\boxed``/``\\fbox`` at all): the last "answer is X"
        / "answer: X" phrase after the last ``</think>`` (the whole text if there is none),
-       X up to the end of its line, without ``$`` and a trailing period, kept only when it
-       looks like a final answer (:func:`_looks_like_an_answer`: short, and math or one word).
+       X up to the end of its line or sentence, without ``$`` and a trailing period, and
+       only the result when X is arithmetic working (``4 + 1 = 5`` -> ``5``); kept only when
+       it looks like a final answer (:func:`_looks_like_an_answer`: short, and math or one word).
 
-    Example: ``extract_answer("</think> The final answer is $3/4$.")`` -> ``"3/4"``.
+    Example: ``extract_answer("</think> The final answer is $3/4$.")`` -> ``"3/4"``;
+    ``extract_answer("The final answer is 4 + 1 = 5.  So, the answer is 5.")`` -> ``"5"``.
     """
     if _BOX_OPEN.search(text):  # a box, even a broken one, rules out the fallback
         boxed = (extract_boxed(text) or "").strip()
@@ -97,12 +100,14 @@ def extract_answer(text: str, fallback: bool = True) -> str | None:
     if not fallback:
         return None
     tail = text.rsplit(THINK_END, 1)[-1]
-    matches = _ANSWER_PHRASE.findall(tail)
-    if not matches:
+    starts = [m.end() for m in _ANSWER_PHRASE.finditer(tail)]  # the last phrase, even on one line
+    if not starts:
         return None
-    answer = matches[-1].strip()
+    answer = tail[starts[-1]:].split("\n", 1)[0].strip()
     answer = re.split(r"\.\s", answer, maxsplit=1)[0]  # "5. Thanks!" -> "5" (keeps "3.5")
     answer = answer.strip().rstrip(".").strip().strip("$").strip()
+    if _WORKING.match(answer):  # "4 + 1 = 5" -> "5"; "x = 3" stays
+        answer = answer.rsplit("=", 1)[-1].strip()
     return answer if _looks_like_an_answer(answer) else None
 
 
