@@ -85,7 +85,7 @@ def extract_answer(text: str, fallback: bool = True) -> str | None:
     """The final answer string of a completion, or None.
 
     1. :func:`extract_boxed`.
-    2. Fallback (only when there is no ``\\boxed``/``\\fbox`` at all): the last "answer is X"
+    2. Fallback (only when there is no box, or only an empty one): the last "answer is X"
        / "answer: X" phrase after the last ``</think>`` (the whole text if there is none),
        X up to the end of its line or sentence, without ``$`` and a trailing period, and
        only the result when X is arithmetic working (``4 + 1 = 5`` -> ``5``); kept only when
@@ -94,9 +94,13 @@ def extract_answer(text: str, fallback: bool = True) -> str | None:
     Example: ``extract_answer("</think> The final answer is $3/4$.")`` -> ``"3/4"``;
     ``extract_answer("The final answer is 4 + 1 = 5.  So, the answer is 5.")`` -> ``"5"``.
     """
-    if _BOX_OPEN.search(text):  # a box, even a broken one, rules out the fallback
-        boxed = (extract_boxed(text) or "").strip()
-        return boxed or None  # an empty box is no answer
+    if _BOX_OPEN.search(text):
+        boxed = extract_boxed(text)
+        if boxed is None:  # the last box never closes (cut off by the cap): no answer at all
+            return None
+        if boxed.strip():
+            return boxed.strip()
+        # An empty box is no answer, often the instruction echoed ("within \boxed{}"): fall through.
     if not fallback:
         return None
     tail = text.rsplit(THINK_END, 1)[-1]

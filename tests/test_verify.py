@@ -62,6 +62,7 @@ def test_extract_boxed(text, expected):
         # SmolLM2 writes both on one line: the last phrase counts, and only the result of working
         ("So, the final answer is 4 + 1 = 5.  So, the answer is 5.", "5"),
         ("So, the final answer is 2 * 3 = 6", "6"),
+        (r"I give it within \boxed{}. So, the answer is 5.", "5"),  # an echoed empty box
         (r"the answer is 5 but \boxed{6}", "6"),  # a box always beats the fallback
         (r"the answer is 5 but \boxed{6", None),  # a broken box is a miss, not a fallback
         (r"\boxed{ }", None),
