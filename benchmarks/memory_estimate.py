@@ -28,16 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_model(out: Path, hidden: int, layers: int, vocab: int) -> Path:
-    from lapo_lightning.tiny import build_char_tokenizer, build_tiny_model
+    from lapo_lightning.tiny import save_tiny
 
-    tokenizer = build_char_tokenizer()
-    model = build_tiny_model("qwen2", hidden, layers, vocab_size=vocab)
-    for key in ("eos_token_id", "pad_token_id"):
-        setattr(model.config, key, getattr(tokenizer, key))
-        setattr(model.generation_config, key, getattr(tokenizer, key))
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny(out, "qwen2", hidden, layers, vocab_size=vocab)
 
 
 def rss_bytes() -> int:

@@ -97,11 +97,15 @@ def set_stop_rate(model, tokenizer, eos_weight: float) -> None:
 
 
 def save_tiny(out_dir: str | Path, arch: str = "llama", hidden: int = 64, layers: int = 2, seed: int = 0,
-              eos_weight: float | None = None, numbers: bool = False) -> Path:
-    """Build the tokenizer and model and save both to ``out_dir`` (a from_pretrained folder)."""
+              eos_weight: float | None = None, numbers: bool = False, vocab_size: int | None = None) -> Path:
+    """Build the tokenizer and model and save both to ``out_dir`` (a from_pretrained folder).
+
+    ``vocab_size`` (default: the tokenizer's size) may be larger, e.g. to give a benchmark a
+    real model's embedding and output-head shapes; the extra rows are never produced by text.
+    """
     out_dir = Path(out_dir)
     tokenizer = build_char_tokenizer(numbers)
-    model = build_tiny_model(arch, hidden, layers, vocab_size=len(tokenizer), seed=seed)
+    model = build_tiny_model(arch, hidden, layers, vocab_size=vocab_size or len(tokenizer), seed=seed)
     if eos_weight is not None:
         set_stop_rate(model, tokenizer, eos_weight)
     for key in ("eos_token_id", "pad_token_id"):
