@@ -94,7 +94,7 @@ def load_model_folder() -> str:
 
 def test_stage1_in_4bit(smollm2, tmp_path):
     cli = fit(config_in(tmp_path, "real/smollm2_stage1.yaml"), *SMALL, "--model.policy.load_in_4bit", "true",
-              "--model.policy.bnb_compute_dtype", "float32")  # bf16 compute is 10x slower on a CPU
+              "--model.policy.bnb_compute_dtype", "float32")  # as the config's float32 weights
     import bitsandbytes as bnb
 
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in cli.model.policy.modules())
