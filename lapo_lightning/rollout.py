@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from lapo_lightning.stop_tokens import is_stop, stop_token_ids
 from lapo_lightning.types import ProblemBatch, RolloutBatch
 
 
@@ -84,7 +85,7 @@ class HFGenerate(Sampler):
             attention_mask=prompt_mask,
             max_new_tokens=gen.max_new_tokens,
             do_sample=sampling,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=list(stop_token_ids(tokenizer)),
             pad_token_id=tokenizer.pad_token_id,
             use_cache=True,
             **kwargs,
@@ -118,14 +119,15 @@ def assemble_rollouts(tokenizer, problems: ProblemBatch, group_index: Tensor, pr
                       prompt_mask: Tensor, completion_ids: Tensor, gen: GenerationConfig,
                       old_logprobs: Tensor | None = None) -> RolloutBatch:
     """Masks, decoded texts and truncation flags for sampled completion ids ([N, T])."""
-    completion_mask = completion_mask_from_ids(completion_ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    stops = stop_token_ids(tokenizer)
+    completion_mask = completion_mask_from_ids(completion_ids, stops, tokenizer.pad_token_id)
     texts = [
         tokenizer.decode(ids[mask], skip_special_tokens=True)
         for ids, mask in zip(completion_ids.cpu(), completion_mask.cpu())
     ]
     ended_by_stop = torch.tensor([any(t.rstrip().endswith(s) for s in gen.stop_strings) for t in texts],
                                  dtype=torch.bool)
-    has_eos = (completion_ids == tokenizer.eos_token_id).any(dim=1).cpu()
+    has_eos = is_stop(completion_ids, stops).any(dim=1).cpu()
     truncated = (completion_mask.sum(1).cpu() >= gen.max_new_tokens) & ~has_eos & ~ended_by_stop
     return RolloutBatch(
         problems=problems,
@@ -140,13 +142,14 @@ def assemble_rollouts(tokenizer, problems: ProblemBatch, group_index: Tensor, pr
     )
 
 
-def completion_mask_from_ids(completion_ids: Tensor, eos_id: int, pad_id: int) -> Tensor:
-    """[N, T] bool: True up to and including the first EOS; padding after it is False.
+def completion_mask_from_ids(completion_ids: Tensor, eos_ids: int | tuple[int, ...], pad_id: int) -> Tensor:
+    """[N, T] bool: True up to and including the first stop token (EOS or end of turn, see
+    ``stop_tokens``); padding after it is False.
 
     ``generate`` fills finished rows with the pad token, so a row also ends at its first
     pad token when pad and EOS differ (that is how a stop-string row ends).
     """
-    is_eos = completion_ids == eos_id
+    is_eos = is_stop(completion_ids, (eos_ids,) if isinstance(eos_ids, int) else eos_ids)
     ends = is_eos | (completion_ids == pad_id)
     # A position is inside the completion if no terminator came strictly before it...
     before = torch.cumsum(ends.long(), dim=1) - ends.long()

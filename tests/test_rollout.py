@@ -77,3 +77,42 @@ def test_training_logprobs_match_generate_scores(policy):
     got = module.logprobs_no_grad(batch)
     mask = batch.completion_mask[:, :logits.shape[1]]
     torch.testing.assert_close(got[:, :logits.shape[1]][mask], expected[mask], rtol=1e-4, atol=1e-4)
+
+
+def test_stop_ids_add_the_chat_templates_end_of_turn_and_generation_config(tmp_path):
+    """The tiny tokenizer's EOS is <|endoftext|> but its template closes turns with <|im_end|>
+    (a Qwen2.5-base-like pair); generation_config.json may list more (Llama 3's <|eot_id|>)."""
+    import json
+
+    from lapo_lightning.policy import load_tokenizer
+    from lapo_lightning.stop_tokens import stop_token_ids
+    from lapo_lightning.tiny import resolve_model
+
+    tokenizer = load_tokenizer(PolicyConfig(model="tiny:llama"))
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert stop_token_ids(tokenizer) == (tokenizer.eos_token_id, im_end)
+
+    folder = tmp_path / "model"
+    load_tokenizer(PolicyConfig(model=resolve_model("tiny:llama"))).save_pretrained(folder)
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [tokenizer.eos_token_id, 5]}))
+    assert stop_token_ids(load_tokenizer(PolicyConfig(model=str(folder)))) == (tokenizer.eos_token_id, 5, im_end)
+
+
+@pytest.mark.parametrize("sampler", ["HFGenerate", "CompactDecode"])
+def test_a_completion_ends_at_the_end_of_turn_token(sampler):
+    """A model that closes its turn with <|im_end|> (not EOS) stops there: one token, not
+    truncated, and nothing of a next turn in the text."""
+    from lapo_lightning import fast_rollout, rollout
+
+    model, tokenizer = load_policy(PolicyConfig(model="tiny:llama"))
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    with torch.no_grad():  # every position's top logit is <|im_end|> (see tiny.set_stop_rate)
+        model.get_input_embeddings().weight[:, 0] += 1.0
+        model.get_output_embeddings().weight[im_end, 0] = 50.0
+    problems = ProblemBatch(["a"], ["1+1"], ["2"])
+    gen = GenerationConfig(max_new_tokens=8, temperature=0.0)
+    impl = getattr(rollout, sampler, None) or getattr(fast_rollout, sampler)
+    batch = impl().sample(model, tokenizer, ["p: 1+1"], problems, 2, gen)
+    assert batch.lengths.tolist() == [1, 1]
+    assert batch.completion_ids[:, 0].tolist() == [im_end, im_end]
+    assert not batch.truncated.any()
