@@ -262,11 +262,16 @@ def save_prompt(prompt: PromptTemplate, folder: str | Path) -> Path:
     Every template keeps each init argument as an attribute of the same name, which is
     what makes this a faithful record.
     """
+    path = Path(folder) / PROMPT_FILE
+    path.write_text(json.dumps(prompt_record(prompt), indent=1))
+    return path
+
+
+def prompt_record(prompt: PromptTemplate) -> dict:
+    """``{"class_path", "init_args"}``: what :func:`save_prompt` writes; equal records render alike."""
     cls = type(prompt)
     args = {name: getattr(prompt, name) for name in inspect.signature(cls.__init__).parameters if name != "self"}
-    path = Path(folder) / PROMPT_FILE
-    path.write_text(json.dumps({"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}, indent=1))
-    return path
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
 
 
 def load_prompt(folder: str | Path) -> PromptTemplate | None:

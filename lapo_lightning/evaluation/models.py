@@ -10,6 +10,7 @@ training used.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 from lapo_lightning.policy import (DType, PolicyConfig, is_adapter_dir, load_base_model, load_policy, load_tokenizer,
                                    recorded_base)
 from lapo_lightning.model_source import GGUF_PREFIX, TINY_PREFIX, resolve as resolve_model
+from lapo_lightning.prompts import PlainPrompt, PromptTemplate, load_prompt, prompt_record
 
 
 class EvalError(ValueError):
@@ -90,6 +92,41 @@ def check_models(models: list[ModelSpec]) -> list[str]:
                 errors.append(f"{key}: the adapter {spec.adapter} does not fit the base model {spec.model} "
                               f"(adapter_config.json names base {recorded_base(spec.adapter)!r}): {problem}")
     return errors
+
+
+def evaluation_prompt(models: list[ModelSpec], prompt: PromptTemplate | None) -> tuple[PromptTemplate, list[str]]:
+    """The one prompt all models are evaluated with, and the problems choosing it (as messages).
+
+    ``prompt`` given: it is used, and an adapter that recorded another one at export is named
+    in a warning. Not given: the prompt the adapters recorded (``lapo_prompt.json``), the
+    same for the base models so the comparison is fair; adapters that recorded different
+    prompts are an error (set ``model.prompt``); no record at all: the paper's plain prompt.
+    """
+    recorded = {}
+    for i, spec in enumerate(models):
+        if spec.adapter is None:
+            continue
+        try:
+            found = load_prompt(spec.adapter)
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            return prompt or PlainPrompt(), [f"model.models[{i}] ({spec.name}).adapter: cannot read its recorded "
+                                             f"prompt: {_first_line(e)}; set model.prompt"]
+        if found is not None:
+            recorded[spec.name] = found
+    if prompt is not None:
+        others = [name for name, p in recorded.items() if prompt_record(p) != prompt_record(prompt)]
+        if others:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(f"model.prompt differs from the prompt recorded at export by {', '.join(others)}: "
+                           f"every model is evaluated with model.prompt ({type(prompt).__name__})")
+        return prompt, []
+    kinds = {json.dumps(prompt_record(p), sort_keys=True): p for p in recorded.values()}
+    if len(kinds) > 1:
+        named = ", ".join(f"{name}: {type(p).__name__}" for name, p in recorded.items())
+        return PlainPrompt(), [f"model.prompt: the adapters were trained with different prompts ({named}); "
+                               f"set model.prompt to the one to compare them with"]
+    return next(iter(kinds.values()), None) or PlainPrompt(), []
 
 
 def adapter_mismatch(adapter: str, config) -> str | None:

@@ -21,9 +21,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lapo_lightning.evaluation.data import EvalBatch
 from lapo_lightning.evaluation.metrics import BenchmarkMetrics
-from lapo_lightning.evaluation.models import ModelSpec, check_models, load_for_eval
+from lapo_lightning.evaluation.models import ModelSpec, check_models, evaluation_prompt, load_for_eval
 from lapo_lightning.evaluation.records import RecordStore, SampleRecord, to_outcomes
-from lapo_lightning.prompts import PlainPrompt, PromptTemplate, opens_think
+from lapo_lightning.prompts import PromptTemplate, opens_think
 from lapo_lightning.rollout import GenerationConfig, HFGenerate, Sampler
 from lapo_lightning.types import ProblemBatch
 from lapo_lightning.verify import MathVerifier, Verifier, extract_answer
@@ -35,8 +35,9 @@ class EvalModule(pl.LightningModule):
     Args:
         models: the models to compare (one report row each).
         generation: sampling settings (paper: temperature 0.6, top-p 0.95) and the token cap.
-        prompt: how a problem (and its budget) becomes prompt text; default the paper's plain
-            template, the same as training.
+        prompt: how a problem (and its budget) becomes prompt text, the same for every model;
+            default the prompt the adapters recorded at export (``lapo_prompt.json``), else
+            the paper's plain template (see ``models.evaluation_prompt``).
         sampler: generation engine; default batched HF ``generate``.
         verifier: answer checker; default math-verify.
         report_dir: the report folder: records, results.json, report.md, plots. Re-running
@@ -69,7 +70,7 @@ class EvalModule(pl.LightningModule):
         super().__init__()
         self.models = list(models)
         self.generation = generation
-        self.prompt = prompt or PlainPrompt()
+        self.prompt, self._prompt_problems = evaluation_prompt(self.models, prompt)
         self.sampler = sampler or HFGenerate()
         self.verifier = verifier or MathVerifier()
         self.report_dir, self.save_texts, self.merge_adapter = report_dir, save_texts, merge_adapter
@@ -84,7 +85,7 @@ class EvalModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- models
     def check(self) -> list[str]:
-        return check_models(self.models)
+        return check_models(self.models) + self._prompt_problems
 
     def select(self, spec: ModelSpec) -> None:
         if spec is not self.current:
