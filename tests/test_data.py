@@ -108,6 +108,78 @@ def test_empty_answer_and_bad_json_are_reported(tmp_path):
         load_problems(str(tmp_path / "j.jsonl"), ProblemFields())
 
 
+def test_every_bad_line_of_a_file_is_reported_in_one_error(tmp_path):
+    (tmp_path / "m.jsonl").write_text("\n".join([
+        '{"id": "a", "problem": "p", "answer": "1"}',
+        '{oops',                                          # line 2: not JSON
+        '{"id": "b", "problem": "p2"}',                   # line 3: no answer
+        '[1, 2]',                                         # line 4: not an object
+        '{"id": "c", "problem": "p3", "answer": ["3"]}',  # line 5: a list answer
+        '{"id": "a", "problem": "p4", "answer": "4"}',    # line 6: duplicate id
+    ]) + "\n")
+    with pytest.raises(DataError) as err:
+        load_problems(str(tmp_path / "m.jsonl"), ProblemFields())
+    lines = err.value.problems
+    assert str(err.value) == "\n".join(lines)
+    for expected in ("line 2 is not valid JSON", "field 'answer' not found in", "line 4 is list, expected an object",
+                     "m.jsonl line 5 is a list ([\"3\"]), expected text or a number", "1 duplicate problem ids"):
+        assert sum(expected in line for line in lines) == 1, (expected, lines)
+    assert len(lines) == 5
+
+
+def test_a_file_with_thousands_of_bad_lines_lists_the_first_and_counts_the_rest(tmp_path):
+    from lapo_lightning.data import MAX_REPORTED
+
+    (tmp_path / "bad.jsonl").write_text("{oops\n" * (MAX_REPORTED + 30))
+    with pytest.raises(DataError) as err:
+        load_problems(str(tmp_path / "bad.jsonl"), ProblemFields())
+    assert len(err.value.problems) == MAX_REPORTED + 1
+    assert err.value.problems[-1] == f"data.train_file: ... and 30 more problems in {tmp_path / 'bad.jsonl'}"
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    (["3"], 'is a list (["3"]), expected text or a number'),
+    ({"value": 3}, 'is an object ({"value": 3}), expected text or a number'),
+    (True, "is true/false (true), expected text or a number"),
+])
+def test_non_text_answers_are_refused_naming_file_line_and_field(tmp_path, answer, why):
+    path = write_jsonl(tmp_path / "a.jsonl", [ROWS[0], {"id": "x", "problem": "p", "answer": answer}])
+    with pytest.raises(DataError) as err:
+        load_problems(path, ProblemFields())
+    assert err.value.problems == [f"data.fields.answer: field 'answer' in {path} line 2 {why}"]
+
+
+def test_numeric_answers_are_kept_as_text_but_not_infinite_ones(tmp_path):
+    assert [p.answer for p in load_problems(write_jsonl(tmp_path / "n.jsonl", ROWS), ProblemFields())] == ["2", "4", "1.5"]
+    path = tmp_path / "inf.jsonl"
+    path.write_text('{"id": "x", "problem": "p", "answer": Infinity}\n')  # Python's json reads it
+    with pytest.raises(DataError, match=r"inf\.jsonl line 1 is inf, expected text or a finite number"):
+        load_problems(str(path), ProblemFields())
+
+
+@pytest.mark.parametrize(("pid", "why"), [
+    ("../../outside", "a '..' path segment is not allowed in ids"),
+    ("a/../../b", "a '..' path segment is not allowed in ids"),
+    ("/etc/passwd", "an absolute path is not allowed as an id"),
+    ("~/x", "an absolute path is not allowed as an id"),
+    ("C:evil", "an absolute path is not allowed as an id"),
+    ("a\\b", "backslashes (a path separator) are not allowed in ids"),
+    ("two\nlines", "control characters (newline, tab, NUL, ...) are not allowed in ids"),
+    ("nul\x00", "control characters (newline, tab, NUL, ...) are not allowed in ids"),
+])
+def test_ids_that_could_point_outside_a_folder_are_refused_naming_file_and_line(tmp_path, pid, why):
+    path = write_jsonl(tmp_path / "ids.jsonl", [ROWS[0], {"id": pid, "problem": "p", "answer": "1"}])
+    with pytest.raises(DataError) as err:
+        load_problems(path, ProblemFields())
+    assert err.value.problems == [f"data.fields.id: field 'id' in {path} line 2 is {pid!r}: {why}"]
+
+
+def test_relative_slash_ids_as_in_math_are_accepted(tmp_path):
+    path = write_jsonl(tmp_path / "ok.jsonl", [{"id": "train/algebra/0.json", "problem": "p", "answer": "1"},
+                                               {"id": 7, "problem": "q", "answer": "2"}])
+    assert [p.id for p in load_problems(path, ProblemFields())] == ["train/algebra/0.json", "7"]
+
+
 # Characters str.splitlines() treats as line breaks but JSON allows raw inside a string.
 UNICODE_BREAKS = "\u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e"
 
