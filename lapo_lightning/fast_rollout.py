@@ -30,18 +30,25 @@ class CompactDecode(Sampler):
         device = next(model.parameters()).device
         prompt_ids, prompt_mask, group_index = encode_prompts(tokenizer, prompts, group_size, device)
         pieces = in_chunks(model, prompt_ids, prompt_mask, gen, lambda ids, mask: decode(model, tokenizer, ids, mask, gen))
-        completion_ids = torch.cat([ids for ids, _ in pieces])  # [N, max_new_tokens]
-        logprobs = torch.cat([lp for _, lp in pieces])  # [N, max_new_tokens]
-        written = (completion_ids != tokenizer.pad_token_id).any(dim=0).nonzero()
-        width = int(written.max()) + 1 if len(written) else 1  # drop columns no row reached
-        rollouts = assemble_rollouts(tokenizer, problems, group_index, prompt_ids, prompt_mask,
-                                     completion_ids[:, :width], gen)
-        rollouts.old_logprobs = logprobs[:, :width] * rollouts.completion_mask  # 0 where masked
+        # Each chunk stops at its longest row: columns past every chunk's last step are dropped.
+        # (Not "columns holding only pad": with pad == EOS, as in SmolLM2, a last column of
+        # EOS tokens would look unwritten and the rows would lose their EOS.)
+        width = max(ids.shape[1] for ids, _ in pieces)
+        completion_ids = torch.cat([pad_columns(ids, width, tokenizer.pad_token_id) for ids, _ in pieces])  # [N, width]
+        logprobs = torch.cat([pad_columns(lp, width, 0.0) for _, lp in pieces])  # [N, width]
+        rollouts = assemble_rollouts(tokenizer, problems, group_index, prompt_ids, prompt_mask, completion_ids, gen)
+        rollouts.old_logprobs = logprobs * rollouts.completion_mask  # 0 where masked
         return rollouts
 
 
+def pad_columns(x: Tensor, width: int, value) -> Tensor:
+    """``x`` [n, w] right-padded with ``value`` to [n, width]."""
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+
 def decode(model, tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, gen: GenerationConfig) -> tuple[Tensor, Tensor]:
-    """Sample up to ``max_new_tokens`` per row; returns ids and log-probs, both [n, max_new_tokens]."""
+    """Sample up to ``max_new_tokens`` per row; returns ids and log-probs, both [n, w]: w is
+    the number of steps run (the longest row's length), pad (and log-prob 0) after a row ends."""
     from transformers import DynamicCache
 
     n, steps, stops = len(prompt_ids), gen.max_new_tokens, stop_token_ids(tokenizer)
@@ -67,7 +74,7 @@ def decode(model, tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, gen: Gener
         if gen.stop_strings:
             done |= ends_with_stop(tokenizer, completion_ids[active, : t + 1], gen.stop_strings)
         if t == steps - 1 or done.all():
-            break
+            return completion_ids[:, : t + 1], logprobs[:, : t + 1]
         if done.any():  # compact: finished rows leave the batch and the cache
             keep = (~done).nonzero().squeeze(1)
             cache.batch_select_indices(keep)

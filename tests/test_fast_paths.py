@@ -57,6 +57,27 @@ def test_greedy_tokens_identical_to_hf_generate(policy):
     assert fast.texts == simple.texts and torch.equal(fast.truncated, simple.truncated)
 
 
+def test_compact_decode_keeps_the_last_eos_when_pad_is_eos(policy):
+    """SmolLM2-style tokenizers pad with their EOS: a last column holding only EOS tokens is
+    written, not padding (the rows would lose their EOS and be one token short)."""
+    import copy
+
+    model, tokenizer = policy
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.pad_token = tokenizer.eos_token
+    gen = GenerationConfig(max_new_tokens=40, temperature=0)
+    ending = [p for p, cut in zip(PROMPTS, HFGenerate().sample(model, tokenizer, PROMPTS, problems(), 1, gen).truncated)
+              if not cut]  # prompts whose greedy completion ends with EOS: the last column is all EOS
+    assert len(ending) >= 2, "the test needs rows that end with EOS"
+    batch = ProblemBatch([f"p{i}" for i in range(len(ending))], ending, ["2"] * len(ending))
+    simple = HFGenerate().sample(model, tokenizer, ending, batch, 2, gen)
+    fast = CompactDecode().sample(model, tokenizer, ending, batch, 2, gen)
+    assert torch.equal(fast.completion_ids, simple.completion_ids)
+    assert torch.equal(fast.lengths, simple.lengths)
+    last = fast.completion_ids.gather(1, (fast.lengths - 1)[:, None])[:, 0]
+    assert bool((last == tokenizer.eos_token_id).all())
+
+
 def test_compact_decode_prefills_each_distinct_prompt_once(policy):
     model, tokenizer = policy
     batch_sizes = []
