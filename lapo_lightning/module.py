@@ -8,11 +8,14 @@ stage 2 differ only in the rewards, reference, prompt and callbacks that YAML pl
 
 Manual optimization: one rollout batch gives ``num_iterations`` optimizer steps, each
 accumulating gradients over micro-batches, so ``trainer.global_step`` (and
-``trainer.max_steps``) count optimizer steps, not batches.
+``trainer.max_steps``) count optimizer steps, not batches. An optimizer step whose loss or
+gradient holds NaN/inf is skipped (counted as ``train/skipped_nonfinite``) and a run of
+``max_nonfinite_steps`` of them stops training (``lapo_lightning/health.py``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 
@@ -24,8 +27,12 @@ from lapo_lightning.algo import group_advantages, grpo_loss, token_logprobs, zer
 from lapo_lightning.config import GRPOConfig, OptimConfig
 from lapo_lightning.cost import check_before_loading
 from lapo_lightning.fast_rollout import CompactDecode
+from lapo_lightning.health import (NonFiniteTrainingError, NonFiniteWeightsError, all_finite, group_health,
+                                   newest_checkpoint, nonfinite_parameters, nonfinite_stop_message,
+                                   nonfinite_weights_message)
 from lapo_lightning.policy import PolicyConfig, load_policy
 from lapo_lightning.prompts import PlainPrompt, PromptTemplate, opens_think
+from lapo_lightning import run_identity
 from lapo_lightning.reference import AdapterDisabled, NoReference, Reference
 from lapo_lightning.rewards import Accuracy, Reward, score
 from lapo_lightning.rollout import GenerationConfig, Sampler
@@ -50,6 +57,10 @@ class GRPOModule(pl.LightningModule):
         verifier: answer checker; default math-verify with a timeout.
         seed: rollouts of optimizer step k on rank r are sampled with a seed derived from
             (seed, k, r), so a resumed run samples exactly what an uninterrupted one would.
+        max_nonfinite_steps: stop training with an error after this many optimizer steps in a
+            row had a NaN/inf loss or gradient. Each such step is skipped (the weights are not
+            updated; see :meth:`skip_nonfinite_step`) and counted as ``train/skipped_nonfinite``;
+            one isolated bad step is survivable, a run of them means training is broken.
     """
 
     def __init__(
@@ -64,8 +75,11 @@ class GRPOModule(pl.LightningModule):
         sampler: Sampler | None = None,
         verifier: Verifier | None = None,
         seed: int = 0,
+        max_nonfinite_steps: int = 3,
     ) -> None:
         super().__init__()
+        if max_nonfinite_steps < 1:
+            raise ValueError(f"model.max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints hold only the trainable (LoRA) tensors
         # The dataclass defaults above are never mutated, so sharing them is safe.
@@ -81,6 +95,10 @@ class GRPOModule(pl.LightningModule):
         self.sampler = sampler or CompactDecode()
         self.verifier = verifier or MathVerifier()
         self.seed = seed
+        self.max_nonfinite_steps = max_nonfinite_steps
+        # Optimizer steps skipped for a NaN/inf loss or gradient: all of them, the current run
+        # of consecutive ones and the global_step that run began at (kept in checkpoints).
+        self.nonfinite_total, self.nonfinite_streak, self.nonfinite_since = 0, 0, -1
         self.policy = None  # built in configure_model so configs instantiate without weights
         self.tokenizer = None
 
@@ -177,7 +195,9 @@ class GRPOModule(pl.LightningModule):
         if old_logprobs is None and self.grpo.num_iterations > 1:
             old_logprobs = self.logprobs_no_grad(rollouts)  # fixed across the inner epochs
         sums = {"loss/policy": 0.0, "loss/kl": 0.0, "train/clip_frac": 0.0, "loss/total": 0.0}
+        skipped = 0
         for _ in range(self.grpo.num_iterations):
+            loss_finite = True
             for idx in self.micro_batches(rollouts):
                 logprobs = self.completion_logprobs(rollouts, idx)  # [n, T]
                 terms = grpo_loss(
@@ -196,13 +216,65 @@ class GRPOModule(pl.LightningModule):
                 for key, value in (("loss/policy", terms.policy_loss), ("loss/kl", terms.kl),
                                    ("train/clip_frac", terms.clip_frac), ("loss/total", terms.loss)):
                     sums[key] += float(value.detach()) / self.grpo.num_iterations
+                loss_finite = loss_finite and math.isfinite(float(terms.loss.detach()))
+            if not self.gradients_finite(opt, loss_finite):
+                self.skip_nonfinite_step(opt, sched)
+                skipped += 1
+                continue
+            self.nonfinite_streak, self.nonfinite_since = 0, -1
             if self.grpo.max_grad_norm is not None:
                 self.clip_gradients(opt, gradient_clip_val=self.grpo.max_grad_norm, gradient_clip_algorithm="norm")
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
         sums["train/skipped_zero_advantage"] = 0.0
-        return sums
+        return sums | self.nonfinite_metrics(skipped)
+
+    # ------------------------------------------------------- numerical health
+    def gradients_finite(self, opt, loss_finite: bool) -> bool:
+        """Whether this optimizer step may run: the loss of every micro-batch and every trainable
+        gradient are finite (one fused check, one host sync), agreed over all processes.
+
+        With a GradScaler (``trainer.precision: 16-mixed``) a finite loss with an inf gradient
+        is the scaler's normal overflow signal: it skips that step and lowers its scale itself,
+        so only a non-finite loss counts here.
+        """
+        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
+        finite = loss_finite and (scaler is not None or all_finite(grads))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            flag = torch.tensor([float(finite)], device=self.device)
+            finite = float(self.trainer.strategy.reduce(flag, reduce_op="min").item()) == 1.0
+        return finite
+
+    def skip_nonfinite_step(self, opt, sched) -> None:
+        """Drop this step's NaN/inf gradients and step on none; stop after a run of such steps.
+
+        ``opt.step()`` still runs with every gradient set to None: AdamW leaves a parameter
+        without a gradient untouched (weights, momentum and its step count), while Lightning
+        counts the step, so ``trainer.global_step``, ``max_steps``, the rollout seeds, checkpoint
+        cadence and the LR schedule (stepped too) stay keyed to the same counter as in a run
+        without the fault, and a resumed run lines up with it. The skipped step is lost, not
+        retried. After ``max_nonfinite_steps`` skipped steps in a row this raises
+        :class:`NonFiniteTrainingError` (before stepping) naming the newest checkpoint.
+        """
+        step = self.global_step
+        if self.nonfinite_streak == 0:
+            self.nonfinite_since = step
+        self.nonfinite_streak += 1
+        self.nonfinite_total += 1
+        opt.zero_grad(set_to_none=True)
+        if self.nonfinite_streak >= self.max_nonfinite_steps:
+            bad = nonfinite_parameters((n, p) for n, p in self.named_parameters() if p.requires_grad)
+            checkpoint = newest_checkpoint(self.trainer) if self._trainer is not None else None
+            raise NonFiniteTrainingError(nonfinite_stop_message(self.nonfinite_streak, self.nonfinite_since,
+                                                                step, checkpoint, bad))
+        opt.step()
+        sched.step()
+
+    def nonfinite_metrics(self, skipped: int) -> dict[str, float]:
+        """This batch's skipped optimizer steps and the run's total (restored on resume)."""
+        return {"train/skipped_nonfinite": float(skipped), "train/skipped_nonfinite_total": float(self.nonfinite_total)}
 
     def nothing_to_learn(self, advantages: Tensor) -> bool:
         """True when the step's loss has a zero gradient for certain: every advantage is exactly
@@ -238,8 +310,9 @@ class GRPOModule(pl.LightningModule):
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
+        self.nonfinite_streak, self.nonfinite_since = 0, -1  # zero gradients are finite
         return {"loss/policy": 0.0, "loss/kl": 0.0, "train/clip_frac": 0.0, "loss/total": 0.0,
-                "train/skipped_zero_advantage": float(self.grpo.num_iterations)}
+                "train/skipped_zero_advantage": float(self.grpo.num_iterations)} | self.nonfinite_metrics(0)
 
     def step_totals(self, rollouts: RolloutBatch) -> dict[str, float]:
         """The loss normalisers: the whole step's token and sequence counts, over every process.
@@ -360,14 +433,54 @@ class GRPOModule(pl.LightningModule):
             "lr": self.lr_schedulers().get_last_lr()[0],
         })
         self.log_dict({k: float(v) for k, v in metrics.items()}, batch_size=len(rollouts), sync_dist=True)
+        # Groups with no learning signal this step, counted (summed over processes): all
+        # truncated, all wrong, all correct, all rewards equal (advantage 0 for every row).
+        groups = group_health(summary.correct, summary.truncated, summary.rewards["total"], summary.group_index,
+                              len(summary.problem_ids))
+        groups["total"] = len(summary.problem_ids)
+        self.log_dict({f"groups/{k}": float(v) for k, v in groups.items()}, batch_size=len(rollouts),
+                      sync_dist=True, reduce_fx="sum")
         self.log("acc", metrics["accuracy"], prog_bar=True, logger=False, batch_size=len(rollouts))
         self.log("len", metrics["length/mean"], prog_bar=True, logger=False, batch_size=len(rollouts))
 
     # ----------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep only trainable tensors: a 4-bit (or any) base model is never written."""
+        """Keep only trainable tensors: a 4-bit (or any) base model is never written. Refuse
+        (:class:`NonFiniteWeightsError`, nothing written) when one of them holds NaN/inf."""
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        bad = nonfinite_parameters(checkpoint["state_dict"].items())
+        if bad:
+            step = checkpoint.get("global_step", self.global_step)
+            raise NonFiniteWeightsError(nonfinite_weights_message(bad, f"checkpoint at step {step}"))
+        checkpoint["numerical_health"] = {"skipped_nonfinite": self.nonfinite_total,
+                                          "nonfinite_streak": self.nonfinite_streak,
+                                          "nonfinite_since": self.nonfinite_since}
+        # Which run wrote it (model, LoRA, stage), so a resume under another config is refused.
+        checkpoint[run_identity.KEY] = run_identity.identity(self, self.trainer.callbacks if self._trainer else [])
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.refuse_foreign_checkpoint(checkpoint)
+        self.restore_numerical_health(checkpoint)
+
+    def refuse_foreign_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint of another run (model, adapter shapes, stage) before anything loads:
+        loading is non-strict, so a foreign checkpoint would otherwise load nothing, silently."""
+        current = run_identity.identity(self, self.trainer.callbacks if self._trainer else [])
+        recorded = checkpoint.get(run_identity.KEY)
+        lines = run_identity.differences(recorded, current) if recorded is not None else []
+        shapes = {name: tuple(p.shape) for name, p in self.named_parameters() if p.requires_grad}
+        saved = {k: tuple(v.shape) for k, v in checkpoint.get("state_dict", {}).items()}
+        lines += run_identity.shape_differences(saved, shapes)
+        if lines:
+            raise run_identity.refusal(self.trainer.ckpt_path if self._trainer else None, lines, recorded, current)
+
+    def restore_numerical_health(self, checkpoint: dict) -> None:
+        """The skipped-step counts saved by :meth:`on_save_checkpoint` (absent in older checkpoints: 0)."""
+        health = checkpoint.get("numerical_health", {})
+        self.nonfinite_total = int(health.get("skipped_nonfinite", 0))
+        self.nonfinite_streak = int(health.get("nonfinite_streak", 0))
+        self.nonfinite_since = int(health.get("nonfinite_since", -1))
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:

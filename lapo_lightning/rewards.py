@@ -13,6 +13,7 @@ BudgetGaussian]`` (Eqs. 6-7).
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -31,6 +32,8 @@ class Reward:
     """
 
     def __init__(self, weight: float = 1.0, name: str | None = None) -> None:
+        if not math.isfinite(weight):
+            raise ValueError(f"{type(self).__name__}: weight must be a finite number, got {weight}")
         self.weight = weight
         self.name = name or re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
 
@@ -42,20 +45,55 @@ class Reward:
 
 
 def score(rewards: list[Reward], batch: RolloutBatch) -> dict[str, Tensor]:
-    """Unweighted reward per name, plus ``total`` = the weighted sum ([N] float each)."""
+    """Unweighted reward per name, plus ``total`` = the weighted sum ([N] float each).
+
+    Every reward's output is checked at every call (:func:`checked`), so a plugin that returns
+    a list, the wrong number of values or a NaN/inf is stopped at its first such call, before
+    its values can reach the advantages and the loss.
+    """
     device = batch.completion_ids.device
     total = torch.zeros(len(batch), device=device)
     scores: dict[str, Tensor] = {}
     for reward in rewards:
         if reward.name in scores or reward.name == "total":
             raise ValueError(f"model.rewards: two rewards are named {reward.name!r}; give one a `name`")
-        value = reward(batch).to(device=device, dtype=torch.float32)
-        if value.shape != total.shape:
-            raise ValueError(f"reward {reward.name!r} returned shape {tuple(value.shape)}, expected ({len(batch)},)")
+        value = checked(reward, reward(batch), batch).to(device=device, dtype=torch.float32)
         scores[reward.name] = value
         total = total + reward.weight * value
     scores["total"] = total
     return scores
+
+
+def checked(reward: Reward, value, batch: RolloutBatch) -> Tensor:
+    """``value`` when it is what a reward must return: a real-valued tensor of shape [N] (one per
+    rollout of ``batch``) with no NaN or inf; else a ``TypeError``/``ValueError`` naming the
+    reward's class and name, what was wrong and the first offending rollout.
+
+    The built-in rewards never produce NaN/inf (missing targets and length bands give 0), so a
+    non-finite value comes from a user plugin: training on it would turn the loss, then every
+    weight, into NaN. Example: a reward returning ``[1.0, 0.0]`` (a list) -> TypeError.
+    """
+    who = f"reward {type(reward).__name__} (name {reward.name!r})"
+    n = len(batch)
+    if not torch.is_tensor(value):
+        raise TypeError(f"{who} returned a {type(value).__name__}, expected a torch.Tensor of {n} floats "
+                        f"(one per rollout); wrap it: torch.tensor(values, dtype=torch.float32)")
+    if not (value.is_floating_point() or value.dtype in _REAL_DTYPES):  # complex, quantized, ...
+        raise TypeError(f"{who} returned a tensor of dtype {value.dtype}, expected real numbers (float, int or bool)")
+    if tuple(value.shape) != (n,):
+        raise ValueError(f"{who} returned shape {tuple(value.shape)}, expected ({n},): one value per rollout "
+                         f"({len(batch.problems)} problems x group size {n // max(len(batch.problems), 1)})")
+    bad = ~torch.isfinite(value.float())
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0, 0])
+        problem = batch.problems.problem_ids[int(batch.group_index[row])]
+        raise ValueError(f"{who} returned {float(value[row])} for {int(bad.sum())} of {n} rollouts (first: rollout "
+                         f"{row}, problem {problem!r}); rewards must be finite numbers: fix the plugin "
+                         "(a NaN/inf reward would make the loss and then every trained weight NaN)")
+    return value
+
+
+_REAL_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 class Accuracy(Reward):

@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lapo_lightning.algo import zero_spread_groups
+from lapo_lightning.health import group_health
 from lapo_lightning.types import StepSummary
 
 
@@ -85,10 +86,9 @@ class SampleLogger(pl.Callback):
 
 
 _ADVICE = {
-    "truncation": "completions hit model.generation.max_new_tokens; raise it or shorten the task",
-    "zero_spread": "every group got equal rewards (all right or all wrong), so every advantage is 0 "
-                   "(train/skipped_zero_advantage counts the updates skipped for it when kl_coef is 0); "
-                   "adjust difficulty or rewards",
+    "truncation": "completions hit model.generation.max_new_tokens{cap}; raise it or shorten the task",
+    "zero_spread": "every group got equal rewards, so every advantage is 0 and the policy gradient is 0 "
+                   "(train/skipped_zero_advantage counts the updates skipped for it when kl_coef is 0)",
 }
 
 
@@ -100,18 +100,30 @@ class TrainingHealthMonitor(pl.Callback):
     either stays above ``threshold`` for ``patience`` consecutive batches, warn once per
     episode with the fix to try. A run that ends before ``patience`` batches is judged at
     the end of training on all the batches it had, so a short trial run warns too.
+
+    The zero-advantage warning says which kind of group the window held (all wrong, all
+    correct, all truncated: the ``groups/*`` metrics) and puts the likely cause first: a task
+    too hard for the model, a length cap too short, a task too easy, or a sampling temperature
+    of 0 (every completion of a group identical) / rewards that do not tell completions apart.
     """
 
     def __init__(self, threshold: float = 0.95, patience: int = 5) -> None:
         self.threshold, self.patience = threshold, patience
         self._history = {"truncation": deque(maxlen=patience), "zero_spread": deque(maxlen=patience)}
+        # Per step, the share of groups all wrong / all correct / all truncated (for the advice).
+        self._groups: deque[dict[str, float]] = deque(maxlen=patience)
         self._warned = {key: False for key in self._history}
+        self._settings: dict[str, float] = {}
         self.warnings: list[str] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         summary: StepSummary = outputs["summary"]
+        generation = getattr(pl_module, "generation", None)
+        if generation is not None:
+            self._settings = {"temperature": generation.temperature, "max_new_tokens": generation.max_new_tokens}
         self._history["truncation"].append(float(summary.truncated.float().mean()))
         self._history["zero_spread"].append(float(zero_spread_share(summary)))
+        self._groups.append(group_shares(summary))
         for key, history in self._history.items():
             stuck = len(history) == self.patience and min(history) >= self.threshold
             if stuck and not self._warned[key]:
@@ -124,18 +136,62 @@ class TrainingHealthMonitor(pl.Callback):
                 self._warn(key, f"in all {len(history)} steps of this run (fewer than patience={self.patience})")
 
     def _warn(self, key: str, when: str) -> None:
-        message = f"{key} share >= {self.threshold:.0%} {when}: {_ADVICE[key]}; training is learning nothing"
+        cap = self._settings.get("max_new_tokens")
+        advice = _ADVICE[key].format(cap=f" ({cap})" if cap is not None else "")
+        if key == "zero_spread":
+            advice += "; " + zero_advantage_causes(list(self._groups), self._settings)
+        message = f"{key} share >= {self.threshold:.0%} {when}: {advice}; training is learning nothing"
         self.warnings.append(message)
         rank_zero_warn(message)
 
     def state_dict(self) -> dict:
-        return {key: list(values) for key, values in self._history.items()}
+        return {key: list(values) for key, values in self._history.items()} | {"groups": list(self._groups)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         for key, values in state_dict.items():
-            self._history[key].extend(values)
+            (self._groups if key == "groups" else self._history[key]).extend(values)
 
 
 def zero_spread_share(summary: StepSummary) -> float:
     flags = zero_spread_groups(summary.rewards["total"], summary.group_index, len(summary.problem_ids))
     return float(flags.float().mean())
+
+
+def group_shares(summary: StepSummary) -> dict[str, float]:
+    """Share of the step's groups that were all wrong, all correct and all truncated."""
+    counts = group_health(summary.correct, summary.truncated, summary.rewards["total"], summary.group_index,
+                          len(summary.problem_ids))
+    groups = max(len(summary.problem_ids), 1)
+    return {key: counts[key] / groups for key in ("all_wrong", "all_correct", "all_truncated")}
+
+
+def zero_advantage_causes(window: list[dict[str, float]], settings: dict[str, float]) -> str:
+    """The likely causes of zero advantage everywhere, the one the groups point at first.
+
+    ``window``: per step, the shares from :func:`group_shares`; ``settings``: the module's
+    ``temperature`` and ``max_new_tokens`` when known. Example: every group all wrong and all
+    truncated -> 'the length cap is too short ...' first, then 'the task is too hard ...'.
+    """
+    mean = {key: sum(step[key] for step in window) / len(window) for key in ("all_wrong", "all_correct",
+                                                                             "all_truncated")} if window else {}
+    temperature, cap = settings.get("temperature"), settings.get("max_new_tokens")
+    seen = ", ".join(f"{share:.0%} of groups {key.replace('_', ' ')}" for key, share in mean.items())
+    causes = [
+        (mean.get("all_truncated", 0.0), "the length cap is too short (every completion of a group cut off: raise "
+                                          f"model.generation.max_new_tokens{f', now {cap}' if cap else ''})"),
+        (mean.get("all_wrong", 0.0), "the task is too hard for the model (no completion of a group correct: "
+                                      "easier data, a stronger model or a larger model.grpo.group_size)"),
+        (mean.get("all_correct", 0.0), "the task is too easy (every completion of a group correct) or the "
+                                        "rewards do not tell correct completions apart"),
+        # Temperature 0 makes every completion of a group identical: the cause, when set.
+        (2.0 if temperature is not None and temperature <= 0 else 0.0,
+         f"sampling temperature {temperature} (model.generation.temperature) makes a group's completions "
+         "identical; use about 1.0 for training"),
+    ]
+    ordered = [text for share, text in sorted(causes, key=lambda c: -c[0]) if share > 0]
+    if not ordered:  # groups of mixed correctness and still equal rewards
+        ordered = ["rewards that do not vary between completions (none depends on correctness or length)"]
+        if temperature is None:
+            ordered.insert(0, "sampling temperature 0 (model.generation.temperature makes a group's completions "
+                              "identical)")
+    return (f"in these steps {seen}; " if seen else "") + "likely causes: " + "; ".join(ordered)
