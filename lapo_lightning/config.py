@@ -1,7 +1,11 @@
-"""Small, validated settings dataclasses for the GRPO module (YAML: ``model.grpo``, ``model.optim``).
+"""Small, validated settings dataclasses for the GRPO module (YAML: ``model.grpo``, ``model.optim``),
+and the training rules that span several of them.
 
 Every check names the config key it is about, so a bad YAML fails at parse time with a
-message that says what to change.
+message that says what to change. The rules live here once: ``problems()`` lists every
+problem of a dataclass (``__post_init__`` raises :class:`ConfigError` with all of them), and
+:func:`training_problems` checks the combinations a training run needs; ``lapo fit``'s
+start-up check (``lapo_lightning/preflight.py``) reports them all in one pass, one line each.
 """
 
 from __future__ import annotations
@@ -13,6 +17,24 @@ from typing import Literal
 import torch
 
 Aggregation = Literal["token_mean", "sequence_mean", "constant"]
+
+MIN_TRAIN_NEW_TOKENS = 8
+"""Smallest ``model.generation.max_new_tokens`` a training run accepts: below it nearly every
+rollout is cut off before an answer, is graded wrong, and the run learns nothing."""
+
+
+class ConfigError(ValueError):
+    """Invalid settings; ``problems`` holds one line per problem, each naming its config key."""
+
+    def __init__(self, what: str, problems: list[str]) -> None:
+        super().__init__(f"invalid {what}:\n  " + "\n  ".join(problems))
+        self.problems = list(problems)
+
+
+def raise_problems(what: str, problems: list[str]) -> None:
+    """Raise :class:`ConfigError` listing every problem, if there is any."""
+    if problems:
+        raise ConfigError(what, problems)
 
 
 @dataclass
@@ -40,20 +62,35 @@ class GRPOConfig:
     shared_prefix: bool = True
     """Training/reference forwards run each group's prompt once (same loss); false = plain padded forward."""
 
+    allow_negative_reward_weights: bool = False
+    """Opt-in for rewards with ``weight < 0`` (a penalty); off, a negative weight is refused as a
+    likely sign slip: it would reward what the reward was written to discourage."""
+
     def __post_init__(self) -> None:
+        raise_problems("GRPO config", self.problems())
+
+    def problems(self) -> list[str]:
+        """Every problem with these settings, one line each (empty = valid)."""
         problems = []
         if self.group_size < 2:
-            problems.append(f"model.grpo.group_size must be >= 2 (GRPO compares completions), got {self.group_size}")
-        if not (0 <= self.clip_low < 1 and self.clip_high >= 0):
-            problems.append(f"model.grpo.clip_low/clip_high out of range: {self.clip_low}, {self.clip_high}")
+            problems.append(f"model.grpo.group_size: must be >= 2, GRPO compares completions of one problem "
+                            f"(got {self.group_size})")
+        if not 0 <= self.clip_low < 1:
+            problems.append(f"model.grpo.clip_low: must be in [0, 1) (got {self.clip_low})")
+        if self.clip_high < 0:
+            problems.append(f"model.grpo.clip_high: must be >= 0 (got {self.clip_high})")
         if self.kl_coef < 0:
-            problems.append(f"model.grpo.kl_coef must be >= 0, got {self.kl_coef}")
+            problems.append(f"model.grpo.kl_coef: must be >= 0 (got {self.kl_coef})")
         if self.num_iterations < 1:
-            problems.append(f"model.grpo.num_iterations must be >= 1, got {self.num_iterations}")
+            problems.append(f"model.grpo.num_iterations: must be >= 1 (got {self.num_iterations})")
         if self.micro_batch_size < 1:
-            problems.append(f"model.grpo.micro_batch_size must be >= 1, got {self.micro_batch_size}")
-        if problems:
-            raise ValueError("invalid GRPO config:\n  " + "\n  ".join(problems))
+            problems.append(f"model.grpo.micro_batch_size: must be >= 1 (got {self.micro_batch_size})")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            problems.append(f"model.grpo.max_grad_norm: must be > 0, or null to disable clipping "
+                            f"(got {self.max_grad_norm})")
+        if self.adv_eps < 0:
+            problems.append(f"model.grpo.adv_eps: must be >= 0 (got {self.adv_eps})")
+        return problems
 
 
 @dataclass
@@ -72,22 +109,27 @@ class OptimConfig:
     """Cosine decays to lr * min_lr_ratio at the last optimizer step."""
 
     def __post_init__(self) -> None:
+        raise_problems("optimizer config", self.problems())
+
+    def problems(self) -> list[str]:
+        """Every problem with these settings, one line each (empty = valid)."""
         problems = []
-        if self.lr <= 0:
-            problems.append(f"model.optim.lr must be > 0, got {self.lr}")
+        if not self.lr > 0:  # also catches NaN
+            problems.append(f"model.optim.lr: must be > 0 (got {self.lr})")
+        if self.weight_decay < 0:
+            problems.append(f"model.optim.weight_decay: must be >= 0 (got {self.weight_decay})")
         if self.warmup_steps < 0:
-            problems.append(f"model.optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+            problems.append(f"model.optim.warmup_steps: must be >= 0 (got {self.warmup_steps})")
         if not 0 <= self.warmup_ratio < 1:
-            problems.append(f"model.optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            problems.append(f"model.optim.warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
         if self.warmup_steps and self.warmup_ratio:
-            problems.append("set model.optim.warmup_steps or model.optim.warmup_ratio, not both "
-                            f"(got {self.warmup_steps} and {self.warmup_ratio})")
+            problems.append("model.optim.warmup_steps: set model.optim.warmup_steps or model.optim.warmup_ratio, "
+                            f"not both (got {self.warmup_steps} and {self.warmup_ratio})")
         if not 0 <= self.min_lr_ratio <= 1:
-            problems.append(f"model.optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+            problems.append(f"model.optim.min_lr_ratio: must be in [0, 1] (got {self.min_lr_ratio})")
         if not all(0 <= b < 1 for b in self.betas):
-            problems.append(f"model.optim.betas must both be in [0, 1), got {self.betas}")
-        if problems:
-            raise ValueError("invalid optimizer config:\n  " + "\n  ".join(problems))
+            problems.append(f"model.optim.betas: both must be in [0, 1) (got {tuple(self.betas)})")
+        return problems
 
     def warmup_for(self, total_steps: int) -> int:
         """Warmup optimizer steps for a run of ``total_steps``: e.g. ratio 0.03 of 100 -> 3."""
@@ -105,3 +147,53 @@ class OptimConfig:
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+
+def kl_reference_problem(kl_coef: float, reference_needs_forward: bool) -> str | None:
+    """A KL penalty needs reference weights to compare with; ``NoReference`` has none."""
+    if kl_coef > 0 and not reference_needs_forward:
+        return (f"model.reference: NoReference has no weights for the KL penalty model.grpo.kl_coef={kl_coef}; "
+                "set model.grpo.kl_coef: 0 or pick a reference (AdapterDisabled, FrozenAdapter)")
+    return None
+
+
+def training_problems(
+    *,
+    group_size: int,
+    micro_batch_size: int,
+    kl_coef: float,
+    temperature: float,
+    max_new_tokens: int,
+    reward_weights: list[tuple[str, float]],
+    allow_negative_reward_weights: bool = False,
+    reference_needs_forward: bool = True,
+    problems_per_step: int | None = None,
+) -> list[str]:
+    """The rules a GRPO *training* run adds to each setting's own range: one line per problem.
+
+    Apart from the dataclasses because they span several sections, and because sampling
+    settings that are fine elsewhere are not for training (greedy decoding suits evaluation,
+    where validation and ``lapo eval`` use it). ``reward_weights`` holds ``(config key, weight)``.
+    Example: ``training_problems(group_size=4, micro_batch_size=8, kl_coef=0, temperature=0,
+    max_new_tokens=64, reward_weights=[])`` -> one line about ``model.generation.temperature``.
+    """
+    problems = []
+    if temperature == 0 and group_size > 1:
+        problems.append(f"model.generation.temperature: 0 is greedy decoding, so the {group_size} rollouts of a problem "
+                        "are identical, every advantage is 0 and nothing is learned; sample with a temperature > 0 "
+                        "(the paper uses 1.0)")
+    if 0 < max_new_tokens < MIN_TRAIN_NEW_TOKENS:
+        problems.append(f"model.generation.max_new_tokens: {max_new_tokens} is below the training minimum of "
+                        f"{MIN_TRAIN_NEW_TOKENS}: nearly every rollout is cut off before an answer and graded wrong")
+    if not allow_negative_reward_weights:
+        for key, weight in reward_weights:
+            if weight < 0:
+                problems.append(f"{key}.weight: {weight} is negative, which rewards what this reward was written to "
+                                "discourage; if a penalty is meant, set model.grpo.allow_negative_reward_weights: true")
+    if (problem := kl_reference_problem(kl_coef, reference_needs_forward)) is not None:
+        problems.append(problem)
+    if problems_per_step is not None and group_size >= 2 and micro_batch_size >= 1 \
+            and (problems_per_step * group_size) % micro_batch_size:
+        problems.append(f"model.grpo.micro_batch_size: {micro_batch_size} must divide the rollout batch "
+                        f"data.problems_per_step * model.grpo.group_size = {problems_per_step} * {group_size}")
+    return problems
