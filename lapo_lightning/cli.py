@@ -76,7 +76,7 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
 
         raise SystemExit(table_main(argv[1:]))
     if argv[:1] == ["answer"]:
-        from lapo_lightning.inference import main as answer_main
+        from lapo_lightning.answer_cli import main as answer_main
 
         raise SystemExit(answer_main(argv[1:]))
     if argv[:1] == ["demo"]:  # `lapo demo`: every configs/demo phase in turn, resumable

@@ -1,4 +1,4 @@
-"""Answer questions with a trained adapter: ``lapo answer --adapter runs/stage2/adapter "What is 2+3?"``.
+"""Answer questions with a trained adapter (``lapo answer``, parsed in ``answer_cli.py``).
 
 After stage 2 the model states no budget by default (it has internalised one); ``--budget N``
 injects the stage-2 sentence to test budget adherence (paper Table 4). Prompts are rendered
@@ -7,16 +7,14 @@ and tokens counted exactly as in training (same template, ``HFGenerate``, length
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lapo_lightning.policy import ADAPTER_CONFIG, PolicyConfig, is_adapter_dir, load_policy
-from lapo_lightning.prompts import ChatPrompt, PlainPrompt, PromptTemplate, load_prompt, opens_think
+from lapo_lightning.prompts import PROMPTS, PlainPrompt, PromptTemplate, load_prompt, opens_think
 from lapo_lightning.rollout import GenerationConfig, HFGenerate
 from lapo_lightning.types import ProblemBatch
 from lapo_lightning.verify import after_reasoning, extract_answer
@@ -112,9 +110,6 @@ def read_questions(path: str) -> list[str]:
         raise InferenceError(f"--file: {path}: each line must be a JSON object with a 'problem' field ({e})") from None
 
 
-PROMPTS = {"plain": PlainPrompt, "chat": ChatPrompt}
-
-
 def choose_prompt(name: str | None, adapter: str | None) -> PromptTemplate:
     """``--prompt`` if given, else the template recorded beside the adapter at export, else plain."""
     if name is not None:
@@ -129,40 +124,3 @@ def choose_prompt(name: str | None, adapter: str | None) -> PromptTemplate:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lapo answer", description=__doc__.split("\n")[0])
-    parser.add_argument("question", nargs="?", help="the question (or use --file)")
-    parser.add_argument("--file", help="questions: one per line, or .jsonl with a 'problem' field")
-    parser.add_argument("--adapter", help="trained adapter folder, e.g. runs/stage2/adapter")
-    parser.add_argument("--base", help="base model; default the one recorded in the adapter")
-    parser.add_argument("--budget", type=int, help="state this token budget in the prompt (default: none)")
-    parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--prompt", choices=sorted(PROMPTS),
-                        help="prompt template (default: the one recorded with the adapter, else plain)")
-    args = parser.parse_args(argv)
-    if (args.question is None) == (args.file is None):
-        parser.error("give a question or --file, not both")
-    try:
-        if args.budget is not None and args.budget < 0:
-            raise InferenceError(f"--budget must be >= 0 tokens, got {args.budget}")
-        questions = read_questions(args.file) if args.file else [args.question]
-        prompt = choose_prompt(args.prompt, args.adapter)
-        model, tokenizer = load(args.adapter, args.base)
-    except InferenceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for i, question in enumerate(questions):
-        result = generate(model, tokenizer, question, args.budget, args.max_new_tokens, args.temperature, prompt)
-        if len(questions) > 1:
-            print(f"### question {i + 1}: {question}")
-        print(result.text)
-        print(f"answer: {result.answer}")
-        print(f"tokens: {result.tokens}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -256,6 +256,10 @@ class ChatPrompt(PromptTemplate):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+PROMPTS = {"plain": PlainPrompt, "chat": ChatPrompt}
+"""The templates ``lapo answer --prompt`` offers by name."""
+
+
 def save_prompt(prompt: PromptTemplate, folder: str | Path) -> Path:
     """Record ``prompt`` (its class and init arguments) as ``folder/lapo_prompt.json``.
 

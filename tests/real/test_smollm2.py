@@ -14,7 +14,7 @@ import pytest
 
 from clitools import ROOT, config_in, fit
 from lapo_lightning.cli import main
-from lapo_lightning.inference import main as answer_main
+from lapo_lightning.answer_cli import main as answer_main
 from lapo_lightning.length_table import LengthTable
 from lapo_lightning.policy import PolicyConfig, load_tokenizer
 from lapo_lightning.prompts import PROMPT_FILE, ChatPrompt, opens_think, parse_budget
