@@ -2,9 +2,16 @@
 
 ``cli.main`` dispatches here for ``fit`` (and Lightning's other training subcommands); kept
 apart from ``cli.py`` because importing it loads torch, transformers and Lightning.
+
+Bad input ends in one line per problem, naming the config key (or file and line), and exit
+status 2, never in jsonargparse's dump of the whole namespace: parse errors are summarised
+(``parse_errors.py``), and the start-up check (``preflight.py``) runs between parsing and
+``instantiate_classes``, before any weights load.
 """
 
 from __future__ import annotations
+
+import sys
 
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
@@ -13,11 +20,65 @@ from lapo_lightning.callbacks.export import ExportAdapter
 from lapo_lightning.cli import prepare_config_parsing, print_cpu_thread_hint
 from lapo_lightning.data import LapoDataModule
 from lapo_lightning.module import GRPOModule
+from lapo_lightning.parse_errors import summarize
+from lapo_lightning.preflight import check, report
 
 prepare_config_parsing()
 
 
+class ConfigProblems(SystemExit):
+    """``lapo fit`` refused its config: the problems are printed, the exit status is 2."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(2)
+        self.problems = problems
+
+
+def refuse(problems: list[str]) -> ConfigProblems:
+    """Print one line per problem on stderr; the exception to raise (exit status 2, no traceback)."""
+    report(problems, sys.stderr.write)
+    return ConfigProblems(problems)
+
+
 class LapoCLI(LightningCLI):
+    def init_parser(self, **kwargs):
+        parser = super().init_parser(**kwargs)
+        parser.exit_on_error = False  # parse errors raise, so parse_arguments can summarise them
+        return parser
+
+    def parse_arguments(self, parser, args) -> None:
+        from jsonargparse import ArgumentError
+
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as e:
+            raise refuse(summarize(str(e))) from None
+
+    def instantiate_classes(self) -> None:
+        """The start-up check first (all of it for ``fit``; the settings for other uses), then
+        jsonargparse's instantiation, whose rare leftover errors are summarised the same way."""
+        config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
+        problems = check(config, inputs=self.subcommand == "fit")
+        if problems:
+            raise refuse(problems)
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as e:
+            if "Given value" not in str(e) and "Union subtypes" not in str(e):
+                raise  # not jsonargparse's report: keep the traceback
+            raise refuse(summarize(str(e))) from None
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads a --ckpt_path file right here (for hyper-parameters): refuse a truncated,
+        # corrupt or non-checkpoint file first, in one line naming the last good checkpoint.
+        from lapo_lightning.checkpointing import load_checkpoint
+
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path not in ("last", "best", "hpc") and "://" not in str(path):
+            load_checkpoint(path)
+        super()._parse_ckpt_path()
+
     def add_arguments_to_parser(self, parser) -> None:
         # GRPO unless the YAML names another class; plain `model: {policy: ...}` keys fill these.
         parser.set_defaults({"model": {"class_path": f"{GRPOModule.__module__}.{GRPOModule.__name__}"},

@@ -179,7 +179,7 @@ def test_empty_dataset_fails_naming_the_file(tmp_path, capsys):
     assert "empty.jsonl" in str(err.value) + capsys.readouterr().err
 
 
-def test_unwritable_length_table_path_fails_before_training(tmp_path, monkeypatch):
+def test_unwritable_length_table_path_fails_before_training(tmp_path, monkeypatch, capsys):
     import lapo_lightning.policy as policy
 
     blocker = tmp_path / "a_file"
@@ -187,8 +187,10 @@ def test_unwritable_length_table_path_fails_before_training(tmp_path, monkeypatc
     monkeypatch.setattr(policy, "load_base_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
     config = config_in(tmp_path, "debug/stage1.yaml", **{
         f"path: {tmp_path}/runs/debug_stage1/length_table.json": f"path: {blocker}/table.json"})
-    with pytest.raises(Exception, match="a_file"):
+    with pytest.raises(SystemExit) as exit_:
         fit(config)
+    assert exit_.value.code == 2
+    assert f"trainer.callbacks[0].path: cannot write the length table to {blocker}/table.json" in capsys.readouterr().err
 
 
 def test_lapo_table_prints_a_summary(tmp_path, capsys):
