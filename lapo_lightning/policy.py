@@ -70,6 +70,8 @@ class PolicyConfig:
     gradient_checkpointing: bool = False
     """Recompute activations in backward: less memory, ~30% slower training forward."""
     trust_remote_code: bool = False
+    """Run Python code shipped with a hub model (its own modelling files). Off by default, so loading
+    a model never executes code from the hub; turn on only for a model you trust that needs it."""
 
     def __post_init__(self) -> None:
         problems = []

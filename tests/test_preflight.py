@@ -20,6 +20,7 @@ from clitools import ROOT, config_in, fit
 from lapo_lightning import preflight
 from lapo_lightning.config import ConfigError, GRPOConfig, OptimConfig, training_problems
 from lapo_lightning.parse_errors import summarize
+from lapo_lightning.policy import load_base_model as REAL_LOAD_BASE_MODEL  # the fixture below replaces it
 
 
 @pytest.fixture(autouse=True)
@@ -330,3 +331,55 @@ def test_folder_write_problem(tmp_path):
     (tmp_path / "f").write_text("x")
     assert preflight.folder_write_problem(tmp_path / "f" / "sub") == (
         f"cannot create {tmp_path / 'f' / 'sub'}: {tmp_path / 'f'} is a file, not a folder")
+
+
+# ----- security defaults and model names outside the CLI ---------------------------------------
+def test_no_remote_code_runs_unless_the_config_asks(monkeypatch):
+    import transformers
+
+    from lapo_lightning import cost
+    from lapo_lightning.evaluation.models import ModelSpec, check_models
+    from lapo_lightning.model_source import resolve
+    from lapo_lightning.policy import PolicyConfig, load_tokenizer
+
+    resolve("tiny:llama")  # built (if needed) before from_pretrained is replaced
+    seen = []
+
+    def recorder(kind):
+        def from_pretrained(name, *args, **kwargs):
+            seen.append((kind, kwargs.get("trust_remote_code", False)))  # transformers' own default is False
+            raise RuntimeError("recorded")
+        return from_pretrained
+
+    for cls in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM, transformers.AutoConfig):
+        monkeypatch.setattr(cls, "from_pretrained", recorder(cls.__name__))
+
+    def every_loader(**settings) -> list[tuple[str, bool]]:
+        seen.clear()
+        for load in (lambda: load_tokenizer(PolicyConfig(**settings)),
+                     lambda: REAL_LOAD_BASE_MODEL(PolicyConfig(**settings)),
+                     lambda: cost.read_shape("tiny:llama", **settings),
+                     lambda: preflight.check_model_fit(preflight.Built({"model.policy": PolicyConfig(**settings)}))):
+            try:
+                load()
+            except RuntimeError:
+                pass
+        check_models([ModelSpec("m", "tiny:llama", **settings)])  # reports the error as a message
+        return list(seen)
+
+    assert every_loader() == [("AutoTokenizer", False), ("AutoModelForCausalLM", False), ("AutoConfig", False),
+                              ("AutoConfig", False), ("AutoConfig", False)]
+    assert PolicyConfig().trust_remote_code is False and ModelSpec("m", "x").trust_remote_code is False
+    assert all(trusted for _, trusted in every_loader(trust_remote_code=True))  # the opt-in reaches every load
+
+
+def test_resolve_names_a_missing_local_folder_outside_the_cli(tmp_path):
+    from lapo_lightning.model_source import ModelNotFound, looks_like_path, resolve
+
+    with pytest.raises(ModelNotFound) as err:
+        resolve(str(tmp_path / "missing"), key="model.models[0].model")
+    assert str(err.value) == (f"model.models[0].model: folder {tmp_path / 'missing'} does not exist (found nothing "
+                              "there; a local model is a folder with config.json, e.g. from save_pretrained)")
+    assert resolve(str(tmp_path)) == str(tmp_path)  # an existing folder passes through
+    assert [looks_like_path(n) for n in ("./m", "../m", "/m", "~/m", "runs/a/adapter", "org/name", "gpt2",
+                                         "tiny:llama")] == [True, True, True, True, True, False, False, False]

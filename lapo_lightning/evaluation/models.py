@@ -37,6 +37,8 @@ class ModelSpec:
         tokenizer: tokenizer hub id or folder; defaults to ``model``.
         dtype: dtype of the (non-quantized) weights.
         load_in_4bit: load the base in 4-bit NF4 (as QLoRA training did).
+        trust_remote_code: run code shipped with a hub model; off by default (never needed by
+            models transformers supports natively).
     """
 
     name: str
@@ -45,10 +47,12 @@ class ModelSpec:
     tokenizer: str | None = None
     dtype: DType = "float32"
     load_in_4bit: bool = False
+    trust_remote_code: bool = False
 
     def policy_config(self) -> PolicyConfig:
         return PolicyConfig(model=self.model, tokenizer=self.tokenizer, dtype=self.dtype,
-                            load_in_4bit=self.load_in_4bit, adapter=self.adapter)
+                            load_in_4bit=self.load_in_4bit, adapter=self.adapter,
+                            trust_remote_code=self.trust_remote_code)
 
 
 def _first_line(error: BaseException) -> str:
@@ -79,7 +83,7 @@ def check_models(models: list[ModelSpec]) -> list[str]:
             errors.append(f"{key}.model: no model folder at {spec.model}")
             continue
         try:
-            config = AutoConfig.from_pretrained(resolve_model(spec.model))
+            config = AutoConfig.from_pretrained(resolve_model(spec.model), trust_remote_code=spec.trust_remote_code)
         except Exception as e:  # noqa: BLE001 - hub, cache and parse errors all mean "cannot load"
             where = ("a local folder" if _looks_local(spec.model) else
                      "a tiny model spec" if spec.model.startswith(TINY_PREFIX) else
