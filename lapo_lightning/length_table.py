@@ -9,6 +9,10 @@ How it departs from the official LAPO code: entries are keyed by a stable proble
 never by prompt text; medians come from generated token ids (no prompt text counted); the
 file is versioned and written atomically (temp file + fsync + ``os.replace``), and the
 same content (``to_dict``) is stored in checkpoints so a resumed run continues exactly.
+``metadata.complete`` tells a finished run's table (true) from one written at a checkpoint
+(false: the run may have been killed), which stage 2 refuses unless told otherwise. Loading
+refuses medians that no run can produce (0 or under one token such as 0.4, above 10^6, NaN,
+infinite, negative), naming the file and the problem id.
 
 Run ``python -m lapo_lightning.length_table PATH [--dataset FILE]`` to inspect a table.
 """
@@ -20,13 +24,15 @@ import json
 import math
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from lapo_lightning.atomic import write_file
 
 FORMAT = "lapo-length-table"
 FORMAT_VERSION = 1
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+MAX_TOKENS = 1e6  # no completion is this long: a larger median is a corrupt or hand-edited table
 LOW_COVERAGE = 0.5  # below this share of problems with a target, `main` says what it means and what to try
 
 
@@ -142,23 +148,18 @@ class LengthTable:
         return cls({pid: _parse_entry(pid, raw, origin) for pid, raw in entries.items()}, dict(metadata))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically: a reader sees the old file or the new one, never a partial one."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The temp file must be in the same directory: os.replace is atomic only within a filesystem.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                # allow_nan=False: a NaN median would write invalid JSON; fail before replacing.
-                json.dump(self.to_dict(), f, indent=1, sort_keys=True, allow_nan=False)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())  # data on disk before the rename makes it visible
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        """Write atomically (``atomic.write_file``): a reader sees the old file or the new one,
+        never a partial one; a full disk or read-only folder raises an error naming the folder."""
+        # allow_nan=False: a NaN median would write invalid JSON; fail before touching the file.
+        text = json.dumps(self.to_dict(), indent=1, sort_keys=True, allow_nan=False) + "\n"
+        write_file(path, lambda f: f.write(text.encode("utf-8")), what="length table")
+
+    @property
+    def complete(self) -> bool | None:
+        """True when written at the end of a finished run, False when written at a checkpoint of a
+        run still going (or killed), None for a table from before this mark existed."""
+        value = self.metadata.get("complete")
+        return value if isinstance(value, bool) else None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LengthTable:
@@ -186,8 +187,16 @@ def _parse_entry(pid: str, raw: object, origin: str) -> LengthEntry:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise bad(f"{name} must be a number or null, found {value!r}")
     for name in ("count", "last_step"):
-        if isinstance(raw[name], bool) or not isinstance(raw[name], int):
-            raise bad(f"{name} must be an integer, found {raw[name]!r}")
+        if isinstance(raw[name], bool) or not isinstance(raw[name], int) or raw[name] < 0:
+            raise bad(f"{name} must be an integer >= 0, found {raw[name]!r}")
+    median = raw["median"]
+    if median is not None and not (math.isfinite(median) and 1 <= median <= MAX_TOKENS):
+        raise bad(f"median {median!r} is not a token count (expected a finite number of tokens from 1 to "
+                  f"{MAX_TOKENS:.0e}; the file was edited or corrupted: rewrite it with stage 1)")
+    for name in ("low", "high"):
+        value = raw[name]
+        if value is not None and not (math.isfinite(value) and 0 <= value <= MAX_TOKENS):
+            raise bad(f"{name} {value!r} is not a token count (expected a finite number from 0 to {MAX_TOKENS:.0e})")
     if not isinstance(raw["solved"], bool):
         raise bad(f"solved must be true/false, found {raw['solved']!r}")
     if raw["solved"] != (raw["median"] is not None):  # one truth: solved <=> a median exists
@@ -200,20 +209,6 @@ def _quantile(sorted_values: list[int], q: float) -> float:
     lo = math.floor(pos)
     hi = min(lo + 1, len(sorted_values) - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable; best effort (not every OS can open a directory)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def check_writable(path: str | os.PathLike) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lapo_lightning import atomic
 from lapo_lightning import length_table as lt
 from lapo_lightning.length_table import FORMAT_VERSION, LengthEntry, LengthTable, LengthTableError, check_writable, main
 
@@ -129,20 +130,16 @@ def test_interrupted_save_keeps_the_old_table_and_leaves_no_temp_file(tmp_path, 
     old = LengthTable({"old": solved(50.0)}, {"step": 1})
     old.save(path)
     before = path.read_bytes()
-    real_dump = json.dump
 
-    def dump_then_crash(obj, fp, **kwargs):
-        fp.write(json.dumps(obj)[:20])  # part of the new content reaches the temp file
-        raise KeyboardInterrupt  # even a Ctrl-C mid-write must not leave a partial file
+    def crash(fd):
+        raise KeyboardInterrupt  # even a Ctrl-C mid-write (temp file written, not yet renamed)
 
-    monkeypatch.setattr(lt.json, "dump", dump_then_crash)
+    monkeypatch.setattr(atomic.os, "fsync", crash)
     with pytest.raises(KeyboardInterrupt):
         table.save(path)
-    monkeypatch.setattr(lt.json, "dump", real_dump)
     assert path.read_bytes() == before and LengthTable.load(path) == old
     assert [p.name for p in tmp_path.iterdir()] == ["length_table.json"]
     # No target at all before a failed first save either.
-    monkeypatch.setattr(lt.json, "dump", dump_then_crash)
     with pytest.raises(KeyboardInterrupt):
         table.save(tmp_path / "fresh.json")
     assert [p.name for p in tmp_path.iterdir()] == ["length_table.json"]
@@ -216,3 +213,39 @@ def test_main_bad_input_exits_2_with_one_line(tmp_path, capsys):
     LengthTable({}).save(tmp_path / "ok.json")
     assert main([str(tmp_path / "ok.json"), "--dataset", str(tmp_path / "nope.jsonl")]) == 2
     assert "--dataset: file not found" in capsys.readouterr().err
+
+
+# ----- medians no run can produce: refused naming the file and the problem --------------------
+def write_raw_median(path: Path, median_text: str) -> Path:
+    """A one-entry table whose median is the literal JSON ``median_text`` (NaN/Infinity included)."""
+    entry = '{"median": %s, "low": 1.0, "high": 2.0, "count": 3, "last_step": 0, "solved": true}' % median_text
+    path.write_text('{"format": "lapo-length-table", "version": %d, "metadata": {}, "entries": {"p/7": %s}}'
+                    % (FORMAT_VERSION, entry))
+    return path
+
+
+@pytest.mark.parametrize("median", ["0", "0.4", "-3", "1e9", "NaN", "Infinity", "-Infinity"])
+def test_impossible_median_is_refused_naming_file_and_problem(tmp_path, median):
+    path = write_raw_median(tmp_path / "t.json", median)
+    with pytest.raises(LengthTableError) as err:
+        LengthTable.load(path)
+    assert str(err.value).startswith(f"{path}: malformed entry for problem id 'p/7': median ")
+    assert "is not a token count" in str(err.value)
+
+
+@pytest.mark.parametrize("median", ["1", "12.5", "399.6", "1000000"])
+def test_possible_medians_load(tmp_path, median):
+    assert LengthTable.load(write_raw_median(tmp_path / "t.json", median)).entries["p/7"].median == float(median)
+
+
+def test_lapo_table_exits_non_zero_on_a_negative_median(tmp_path, capsys):
+    path = write_raw_median(tmp_path / "t.json", "-5")
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: malformed entry for problem id 'p/7': median -5 is not a token count")
+
+
+def test_complete_mark(tmp_path):
+    assert LengthTable({}, {"complete": True}).complete is True
+    assert LengthTable({}, {"complete": False}).complete is False
+    assert LengthTable({}, {}).complete is None  # a table from before the mark
