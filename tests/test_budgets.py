@@ -28,7 +28,7 @@ def entry(median: float | None, step: int = 0) -> LengthEntry:
 def table_path(tmp_path):
     path = tmp_path / "stage1" / "length_table.json"
     LengthTable({"a": entry(100.5), "b": entry(None), "d": entry(40.0)},
-                {"dataset": {"fingerprint": "fp-1"}}).save(path)
+                {"dataset": {"fingerprint": "fp-1"}, "complete": True, "step": 6}).save(path)
     return path
 
 
@@ -161,14 +161,51 @@ def test_refined_table_is_written_atomically_and_loads(tmp_path, table_path):
     callback.on_train_batch_end(trainer, module, {"summary": s}, None, 0)
     trainer.global_step = 7
     callback.on_save_checkpoint(trainer, module, {})
+    # Not before the checkpoint file itself is written: the table must never run ahead of it.
+    assert not out.exists()
+    callback.on_train_batch_start(trainer, module, batch(["a"]), 1)  # the next step: the checkpoint is whole
     table = LengthTable.load(out)
     assert table.target("a") == 55 and table.target("d") == 40 and table.target("b") is None
     assert table.metadata["step"] == 7 and table.metadata["source_table"] == str(table_path)
     assert table.metadata["targets_shrunk"] == 1 and "written_at" in table.metadata
+    assert table.complete is False  # written at a checkpoint: the run may not finish
     assert [p.name for p in out.parent.iterdir()] == ["refined.json"]  # no temp file left behind
     trainer.global_step = 9
+    trainer.interrupted = False
     callback.on_fit_end(trainer, module)
-    assert LengthTable.load(out).metadata["step"] == 9
+    assert LengthTable.load(out).metadata["step"] == 9 and LengthTable.load(out).complete is True
+
+
+def partial_table(tmp_path, complete) -> str:
+    path = tmp_path / "partial" / "length_table.json"
+    metadata = {"step": 3} if complete is None else {"step": 3, "complete": complete}
+    LengthTable({"a": entry(100.5), "b": entry(None), "d": entry(40.0)}, metadata).save(path)
+    return str(path)
+
+
+def test_incomplete_stage1_table_is_refused_naming_file_step_and_coverage(tmp_path):
+    path = partial_table(tmp_path, complete=False)
+    with pytest.raises(LengthTableError) as err:
+        BudgetTargets(table=path).setup(*fakes(tmp_path)[:2], "fit")
+    assert str(err.value) == (
+        f"trainer.callbacks[BudgetTargets].table: {path} is the table of a stage-1 run that did not finish "
+        "(written at its checkpoint of step 3, 3 problems, 2 solved): finish stage 1 first (lapo fit --config "
+        "<stage-1 config> --ckpt_path last), or set trainer.callbacks[BudgetTargets].allow_partial_table: true "
+        "to use it as it is")
+
+
+def test_incomplete_stage1_table_is_used_when_allowed(tmp_path):
+    callback = BudgetTargets(table=partial_table(tmp_path, complete=False), allow_partial_table=True)
+    with pytest.warns(UserWarning, match="did not finish .* used anyway"):
+        callback.setup(*fakes(tmp_path)[:2], "fit")
+    assert callback.target("a") == 100.5
+
+
+def test_unmarked_table_from_before_the_mark_is_used_with_a_warning(tmp_path):
+    callback = BudgetTargets(table=partial_table(tmp_path, complete=None))
+    with pytest.warns(UserWarning, match="does not say whether its stage-1 run finished"):
+        callback.setup(*fakes(tmp_path)[:2], "fit")
+    assert callback.target("d") == 40.0
 
 
 def test_default_output_path_is_in_the_log_dir(tmp_path, table_path):

@@ -6,6 +6,8 @@ writes each problem's budget (stated in the prompt) and length target (aimed at 
 ``StepSummary`` and applies paper Eq. 8 (unsolved -> current median, solved -> min(old,
 current median)), so the next sampling of a problem states its refined budget. The live
 table is kept in ``state_dict`` and written atomically at every checkpoint and at the end.
+A stage-1 table marked ``complete: false`` (its run did not finish) is refused unless
+``allow_partial_table`` is set (see ``table_writer``).
 Departs from the official code, whose Eq. 8 update never reaches later prompts.
 """
 
@@ -42,6 +44,8 @@ class BudgetTargets(LengthTableWriter):
         path: where the refined table is written; default ``<log_dir>/length_table_refined.json``.
         sigma: tolerance of the ``budget/within_sigma`` metric; default the sigma of the first
             ``BudgetGaussian`` reward, else 120.
+        allow_partial_table: accept a table marked ``complete: false`` (written at a checkpoint of
+            a stage-1 run that did not reach its end, e.g. killed); refused by default.
 
     Logs per step (over all processes): ``budget/abs_error``, ``budget/signed_error`` (mean
     L - n) and ``budget/within_sigma`` over rollouts that stated a budget n (fallback budgets
@@ -50,12 +54,13 @@ class BudgetTargets(LengthTableWriter):
     """
 
     def __init__(self, table: str, fallback_budget: int | None = None, path: str | None = None,
-                 sigma: float | None = None) -> None:
+                 sigma: float | None = None, allow_partial_table: bool = False) -> None:
         if fallback_budget is not None and fallback_budget < 1:
             raise ValueError(f"{KEY}.fallback_budget must be >= 1 token or null, got {fallback_budget}")
         if sigma is not None and sigma <= 0:
             raise ValueError(f"{KEY}.sigma must be > 0 tokens or null, got {sigma}")
         self.table, self.fallback_budget, self.path, self.sigma = table, fallback_budget, path, sigma
+        self.allow_partial_table = allow_partial_table
         # The live table: entry.median is the problem's current target (None = no target yet).
         self.entries: dict[str, LengthEntry] = {}
         self.shrunk = 0  # cumulative: targets lowered by Eq. 8
@@ -80,6 +85,7 @@ class BudgetTargets(LengthTableWriter):
             table = LengthTable.load(self.table)
         except LengthTableError as e:
             raise LengthTableError(f"{KEY}.table: {e}") from None
+        self.check_complete(table)
         self.resolve_path(trainer, "length_table_refined.json")
         if Path(self.path).resolve() == Path(self.table).resolve():
             raise ValueError(f"{KEY}.path: {self.path} is the stage-1 table itself; write the refined table elsewhere")
@@ -98,6 +104,24 @@ class BudgetTargets(LengthTableWriter):
         # file can never overwrite refined targets, whichever order a strategy uses.
         if not self._restored:
             self.entries = dict(table.entries)
+
+    def check_complete(self, table: LengthTable) -> None:
+        """Refuse the table of a stage-1 run that did not reach its end, unless allowed."""
+        if table.complete is not False:
+            if table.complete is None:
+                rank_zero_warn(f"{KEY}.table: {self.table} does not say whether its stage-1 run finished "
+                               "(written before tables were marked); using it as complete")
+            return
+        what = (f"{self.table} is the table of a stage-1 run that did not finish (written at its checkpoint of "
+                f"step {table.metadata.get('step', '?')}, {len(table.entries)} problems, "
+                f"{table.summary()['solved']} solved)")
+        if self.allow_partial_table:
+            rank_zero_warn(f"{KEY}.table: {what}; used anyway (allow_partial_table: true)")
+            return
+        raise LengthTableError(
+            f"{KEY}.table: {what}: finish stage 1 first (lapo fit --config <stage-1 config> --ckpt_path last), "
+            f"or set {KEY}.allow_partial_table: true to use it as it is"
+        )
 
     def check_dataset(self, table: LengthTable, problem_ids: list[str], described: dict) -> None:
         report = table.match_report(problem_ids)
@@ -122,6 +146,7 @@ class BudgetTargets(LengthTableWriter):
 
     # ----------------------------------------------------------------- hooks
     def on_train_batch_start(self, trainer, pl_module, batch: ProblemBatch, batch_idx: int) -> None:
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)  # the last checkpoint's table
         self.apply(batch)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
