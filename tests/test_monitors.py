@@ -61,6 +61,46 @@ def test_health_monitor_warns_at_the_end_of_a_run_shorter_than_its_patience():
     assert healthy.warnings == []  # truncation only in one of the two steps
 
 
+def summary_of(step: int, correct: list[bool], truncated: list[bool], rewards: list[float]) -> StepSummary:
+    """Two problems x two rollouts with the given flags."""
+    base = summary(step, False, rewards)
+    base.correct, base.truncated = torch.tensor(correct), torch.tensor(truncated)
+    return base
+
+
+@pytest.mark.parametrize(("correct", "truncated", "settings", "first_cause"), [
+    # no group has a right answer: the task is too hard (nothing truncated)
+    ([False] * 4, [False] * 4, {"temperature": 1.0, "max_new_tokens": 64}, "the task is too hard for the model"),
+    # every completion cut off at the cap: the cap first
+    ([False] * 4, [True] * 4, {"temperature": 1.0, "max_new_tokens": 8},
+     "the length cap is too short (every completion of a group cut off: raise model.generation.max_new_tokens, now 8)"),
+    # all right: too easy
+    ([True] * 4, [False] * 4, {"temperature": 1.0, "max_new_tokens": 64}, "the task is too easy"),
+    # temperature 0 makes the group identical, whatever they scored
+    ([False] * 4, [False] * 4, {"temperature": 0.0, "max_new_tokens": 64}, "sampling temperature 0.0"),
+])
+def test_zero_advantage_warning_puts_the_likely_cause_first(correct, truncated, settings, first_cause):
+    monitor = TrainingHealthMonitor(threshold=0.95, patience=2)
+    module = SimpleNamespace(generation=SimpleNamespace(**settings))
+    steps = [summary_of(i, correct, truncated, [float(c) for c in correct]) for i in range(2)]
+    with pytest.warns(UserWarning, match="zero_spread share"):
+        for s in steps:
+            monitor.on_train_batch_end(SimpleNamespace(), module, {"summary": s}, None, 0)
+    (message,) = [w for w in monitor.warnings if w.startswith("zero_spread")]
+    causes = message.split("likely causes: ", 1)[1]
+    assert causes.startswith(first_cause), causes
+    assert "every advantage is 0" in message and message.endswith("training is learning nothing")
+
+
+def test_zero_advantage_warning_reports_the_kind_of_groups_seen():
+    monitor = TrainingHealthMonitor(threshold=0.95, patience=2)
+    with pytest.warns(UserWarning):
+        run(monitor, [summary_of(0, [False, False, True, True], [True, True, False, False], [0.0, 0.0, 1.0, 1.0]),
+                      summary_of(1, [False] * 4, [False] * 4, [0.0] * 4)])
+    assert "in these steps 75% of groups all wrong, 25% of groups all correct, 25% of groups all truncated" \
+        in monitor.warnings[0]
+
+
 def test_health_monitor_state_survives_a_resume():
     monitor = TrainingHealthMonitor(threshold=0.95, patience=3)
     run(monitor, [summary(i, True, [0.0, 1.0, 0.0, 1.0]) for i in range(2)])
@@ -68,6 +108,11 @@ def test_health_monitor_state_survives_a_resume():
     restored.load_state_dict(monitor.state_dict())
     with pytest.warns(UserWarning, match="truncation share"):
         run(restored, [summary(2, True, [0.0, 1.0, 0.0, 1.0])])  # third bad step in a row
+    # The group kinds behind the zero-advantage advice come back too (older checkpoints lack them).
+    assert len(restored.state_dict()["groups"]) == 3
+    legacy = TrainingHealthMonitor(threshold=0.95, patience=3)
+    legacy.load_state_dict({k: v for k, v in monitor.state_dict().items() if k != "groups"})
+    assert list(legacy.state_dict()["truncation"]) == [1.0, 1.0]
 
 
 def test_sample_logger_prints_and_appends_jsonl(tmp_path, caplog):

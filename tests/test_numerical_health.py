@@ -212,6 +212,19 @@ def test_a_run_of_nonfinite_steps_stops_with_an_error(poison):
         GRPOModule(max_nonfinite_steps=0)
 
 
+def test_the_skipped_step_counts_travel_in_the_checkpoint():
+    module, _, _ = bare_module()
+    module.nonfinite_total, module.nonfinite_streak, module.nonfinite_since = 5, 2, 40
+    checkpoint = {"state_dict": module.state_dict(), "global_step": 42}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["numerical_health"] == {"skipped_nonfinite": 5, "nonfinite_streak": 2, "nonfinite_since": 40}
+    resumed, _, _ = bare_module()
+    resumed.on_load_checkpoint(checkpoint)
+    assert (resumed.nonfinite_total, resumed.nonfinite_streak, resumed.nonfinite_since) == (5, 2, 40)
+    resumed.restore_numerical_health({"state_dict": {}})  # a checkpoint from before the counts: all clear
+    assert (resumed.nonfinite_total, resumed.nonfinite_streak, resumed.nonfinite_since) == (0, 0, -1)
+
+
 # ------------------------------------------------------------- short fits
 SMALL = ("--data.problems_per_step", "2", "--model.generation.max_new_tokens", "8",
          "--trainer.limit_val_batches", "0")

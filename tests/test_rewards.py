@@ -71,6 +71,9 @@ def test_bad_settings_are_rejected():
         BudgetGaussian(sigma=-1)
     with pytest.raises(ValueError, match="invalid pattern"):
         RegexMatch("(")
+    for weight in (float("nan"), float("inf")):  # weight x reward would be NaN/inf in every total
+        with pytest.raises(ValueError, match=f"Accuracy: weight must be a finite number, got {weight}"):
+            Accuracy(weight=weight)
 
 
 def test_custom_reward_plugin_needs_only_call():
