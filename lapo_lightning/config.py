@@ -179,9 +179,9 @@ def training_problems(
     """
     problems = []
     if temperature == 0 and group_size > 1:
-        problems.append(f"model.generation.temperature: 0 is greedy decoding, so the {group_size} rollouts of a problem "
-                        "are identical, every advantage is 0 and nothing is learned; sample with a temperature > 0 "
-                        "(the paper uses 1.0)")
+        problems.append(f"model.generation.temperature: 0 is greedy decoding, so the {group_size} rollouts of a "
+                        "problem are identical, every advantage is 0 and nothing is learned; sample with a "
+                        "temperature > 0 (the paper uses 1.0)")
     if 0 < max_new_tokens < MIN_TRAIN_NEW_TOKENS:
         problems.append(f"model.generation.max_new_tokens: {max_new_tokens} is below the training minimum of "
                         f"{MIN_TRAIN_NEW_TOKENS}: nearly every rollout is cut off before an answer and graded wrong")

@@ -97,7 +97,8 @@ def build_sections(cfg: Namespace, built: Built, build_model: bool = True) -> li
     return problems
 
 
-def _build(value: Any, key: str, hint: Any, built: Built, problems: list[str], build_self: bool = True) -> tuple[Any, bool]:
+def _build(value: Any, key: str, hint: Any, built: Built, problems: list[str],
+           build_self: bool = True) -> tuple[Any, bool]:
     """(object, ok) for one parsed value; class and dataclass nodes are built bottom-up."""
     if isinstance(value, list):
         element = _list_element(hint)
@@ -196,8 +197,8 @@ def rule_problems(cfg: Namespace) -> list[str]:
     gen = _values(init.get("generation"), GenerationConfig)
     weights = []
     for i, reward in enumerate(init.get("rewards") or []):
-        if isinstance(reward, Namespace) and isinstance(weight := (reward.get("init_args") or Namespace()).get("weight"),
-                                                           (int, float)):
+        weight = (reward.get("init_args") or Namespace()).get("weight") if isinstance(reward, Namespace) else None
+        if isinstance(weight, (int, float)):
             weights.append((f"model.rewards[{i}]", float(weight)))
     reference = _class_of(init.get("reference"))
     data = cfg.get("data")
@@ -365,8 +366,8 @@ def folder_write_problem(folder: str | os.PathLike) -> str | None:
     if not existing.is_dir():
         return f"cannot create {folder}: {existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
-        what = f"{existing} is not writable" if existing == path else f"cannot create {folder}: {existing} is not writable"
-        return what
+        return (f"{existing} is not writable" if existing == path
+                else f"cannot create {folder}: {existing} is not writable")
     return None
 
 
@@ -437,9 +438,10 @@ def context_problems(built: Built, policy, config) -> list[str]:
                 over += 1
                 if len(problems) < MAX_LINES_PER_CHECK:
                     problems.append(
-                        f"{key}: problem {p.id!r} in {source} needs {n} prompt tokens + model.generation.max_new_tokens "
-                        f"{cap} = {n + cap}, over the model's context of {context} tokens (max_position_embeddings "
-                        f"of {policy.model}); shorten or drop it, or lower model.generation.max_new_tokens")
+                        f"{key}: problem {p.id!r} in {source} needs {n} prompt tokens + "
+                        f"model.generation.max_new_tokens {cap} = {n + cap}, over the model's context of "
+                        f"{context} tokens (max_position_embeddings of {policy.model}); shorten or drop it, or "
+                        "lower model.generation.max_new_tokens")
     if over > len(problems):
         problems.append(f"data: ... and {over - len(problems)} more problems over the model's context")
     return problems

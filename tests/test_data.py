@@ -150,7 +150,8 @@ def test_non_text_answers_are_refused_naming_file_line_and_field(tmp_path, answe
 
 
 def test_numeric_answers_are_kept_as_text_but_not_infinite_ones(tmp_path):
-    assert [p.answer for p in load_problems(write_jsonl(tmp_path / "n.jsonl", ROWS), ProblemFields())] == ["2", "4", "1.5"]
+    answers = [p.answer for p in load_problems(write_jsonl(tmp_path / "n.jsonl", ROWS), ProblemFields())]
+    assert answers == ["2", "4", "1.5"]
     path = tmp_path / "inf.jsonl"
     path.write_text('{"id": "x", "problem": "p", "answer": Infinity}\n')  # Python's json reads it
     with pytest.raises(DataError, match=r"inf\.jsonl line 1 is inf, expected text or a finite number"):

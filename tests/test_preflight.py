@@ -92,8 +92,9 @@ def test_reversed_percentiles_name_the_reward(tmp_path, capsys):
 
 
 def test_every_problem_is_reported_in_one_pass(tmp_path, capsys):
-    config = grpo(tmp_path, **{"group_size: 4": "group_size: 1", "lr: 1.0e-3": "lr: 0", "warmup_steps: 1": "warmup_steps: -1",
-                               'pattern: "[0-9]"': 'pattern: "("', "temperature: 1.0": "temperature: 0\n    top_p: 0"})
+    config = grpo(tmp_path, **{"group_size: 4": "group_size: 1", "lr: 1.0e-3": "lr: 0",
+                               "warmup_steps: 1": "warmup_steps: -1", 'pattern: "[0-9]"': 'pattern: "("',
+                               "temperature: 1.0": "temperature: 0\n    top_p: 0"})
     lines = refused(capsys, config, "--model.policy.model", "./no_such_model", "--export.dirpath", "README.md/x")
     keys = sorted(line.split(":")[0].split(" ")[0] for line in lines)
     assert keys == ["export.dirpath", "model.generation.top_p", "model.grpo.group_size", "model.optim.lr",
