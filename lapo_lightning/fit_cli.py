@@ -40,6 +40,19 @@ def refuse(problems: list[str]) -> ConfigProblems:
     return ConfigProblems(problems)
 
 
+def init_arguments(class_path: str) -> list[str] | None:
+    """The init arguments a plugin class takes (None if it cannot be imported)."""
+    import inspect
+
+    from jsonargparse.typing import import_object
+
+    try:
+        params = inspect.signature(import_object(class_path)).parameters.values()
+    except Exception:  # noqa: BLE001 - only a hint for an error message
+        return None
+    return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 class LapoCLI(LightningCLI):
     def init_parser(self, **kwargs):
         parser = super().init_parser(**kwargs)
@@ -52,7 +65,7 @@ class LapoCLI(LightningCLI):
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as e:
-            raise refuse(summarize(str(e))) from None
+            raise refuse(summarize(str(e), init_arguments)) from None
 
     def instantiate_classes(self) -> None:
         """The start-up check first (all of it for ``fit``; the settings for other uses), then

@@ -14,6 +14,7 @@ leaf text itself rather than an exception.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 _NOISE = (
     re.compile(r"^Does not validate against any of the Union subtypes$"),
@@ -27,6 +28,7 @@ _NOISE = (
 )
 _KEY = re.compile(r'^Parser key "(?P<key>[^"]+)":$')
 _CLASS = re.compile(r"^Problem with given class_path '(?P<cls>[^']+)':$")
+_UNKNOWN_ARG = re.compile(r"^Option '[^']+' is not accepted$")
 # (pattern, template, names_its_own_key): a template that names its own key is appended to the
 # key path ("model" + "grpo.gruop_size: unknown option"); the others follow "<key path>: ".
 _LEAVES = (
@@ -45,9 +47,11 @@ _LEAVES = (
 )
 
 
-def summarize(message: str) -> list[str]:
+def summarize(message: str, accepted: Callable[[str], list[str] | None] | None = None) -> list[str]:
     """One line per leaf problem of a jsonargparse error message, each naming its key.
 
+    ``accepted(class_path)``, if given, lists a class's init arguments: an unknown argument's
+    line then ends with the ones it takes.
     Example: the report for an unknown reward class becomes
     ``["model.rewards: unknown class_path 'NoSuchReward': no such class among the plugins ..."]``.
     """
@@ -67,13 +71,15 @@ def summarize(message: str) -> list[str]:
             stack.append((indent, "key", match["key"]))
             continue
         if match := _CLASS.match(text):
-            stack.append((indent, "class", match["cls"].rsplit(".", 1)[-1]))
+            stack.append((indent, "class", match["cls"]))
             continue
         if any(p.match(text) for p in _NOISE) or text.endswith(":"):  # noise, or a header of indented lines
             continue
         keys = [t for _, kind, t in stack if kind == "key"]
         owner = stack[-1][2] if stack and stack[-1][1] == "class" else None  # the class whose arguments failed
-        line = _leaf(text, ".".join(keys), owner)
+        line = _leaf(text, ".".join(keys), owner.rsplit(".", 1)[-1] if owner else None)
+        if owner and accepted and _UNKNOWN_ARG.match(text) and (names := accepted(owner)):
+            line += f"; {owner.rsplit('.', 1)[-1]} takes: {', '.join(names)}"
         if line not in lines:
             lines.append(line)
     return lines or [message.strip().splitlines()[0] if message.strip() else "invalid configuration"]

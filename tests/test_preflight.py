@@ -155,7 +155,8 @@ def test_bad_rows_name_file_line_and_field(tmp_path, capsys, row, why):
     ({"class_path: Accuracy": "class_path: NoSuchReward"},
      "model.rewards: unknown class_path 'NoSuchReward': no such class among the plugins (a full dotted path such as "
      "my_package.module.MyClass also works)"),
-    ({'pattern: "[0-9]"': 'patern: "[0-9]"'}, "model.rewards (RegexMatch): unknown init argument 'patern'"),
+    ({'pattern: "[0-9]"': 'patern: "[0-9]"'},
+     "model.rewards (RegexMatch): unknown init argument 'patern'; RegexMatch takes: pattern, weight, name"),
     ({"group_size: 4": "group_size: four"}, "model.grpo.group_size: expected int, got 'four'"),
     ({"group_size: 4": "gruop_size: 4"}, "model.grpo.gruop_size: unknown option"),
     ({"class_path: SampleLogger": "class_path: SampleLoger"},
