@@ -41,6 +41,7 @@ import torch
 GB = 1e9  # the table prints decimal gigabytes; comparisons are in bytes
 DEFAULT_PROMPT_TOKENS = 200  # without problems to measure: the paper's plain prompt is ~150 BPE tokens
 SKIP_ENV = "LAPO_SKIP_MEMORY_CHECK"
+LARGE_LORA_SHARE = 0.05  # above this share of the base, a LoRA rank is likely sized for a bigger model
 NEAR = 0.9  # warn above this share of the device: on CPU the estimate came out up to 7% below measured
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -387,6 +388,10 @@ class CostEstimate:
     logits_bytes: int
 
     @property
+    def lora_share(self) -> float:
+        return self.lora_params / self.params
+
+    @property
     def rollouts(self) -> int:
         return self.problems_per_step * self.group_size
 
@@ -420,7 +425,8 @@ class CostEstimate:
         ckpt = "on" if self.checkpointing else "off"
         rows = [
             ("model", f"{self.model}: {count(self.params)} parameters, {self.weights_label}", gb(self.weight_bytes)),
-            ("LoRA", f"{count(self.lora_params)} parameters ({self.lora_label}) + grads + AdamW",
+            ("LoRA", f"{count(self.lora_params)} parameters ({self.lora_label}, {self.lora_share:.1%} of the model) "
+                     f"+ grads + AdamW",
              gb(self.lora_state_bytes)),
             ("rollouts/step", f"{self.problems_per_step} problems x G {self.group_size} = {self.rollouts}, "
                               f"generated {self.rows_per_call} at a time", ""),
@@ -576,6 +582,19 @@ def check_fits(run: RunSettings, device: torch.device, total: int | None) -> Non
     )
 
 
+def lora_advice(est: CostEstimate, lora_r: int) -> str | None:
+    """A warning when the LoRA adapter is a large share of the base (paper r 64 on a small model)."""
+    if est.lora_share <= LARGE_LORA_SHARE:
+        return None
+    return (f"model.policy.lora.r {lora_r} trains {count_millions(est.lora_params)} parameters, {est.lora_share:.0%} of "
+            f"{est.model}: the paper's r 64 is sized for 1.5B+ models; r 8-16 keeps adapters and checkpoints small "
+            f"on a model this size")
+
+
+def count_millions(n: int) -> str:
+    return f"{n / 1e6:,.1f}M"
+
+
 def check_before_loading(module, datamodule) -> CostEstimate | None:
     """``GRPOModule.setup``'s start-up cost check: print the estimate, refuse what cannot fit.
 
@@ -601,6 +620,8 @@ def check_before_loading(module, datamodule) -> CostEstimate | None:
     total = device_total_memory(device)
     available = f"{total / GB:.1f} GB in total" if total is not None else "total memory unknown"
     rank_zero_info(est.format() + f"\n  {'device':<14} {device}: {available}")
+    if advice := lora_advice(est, adapter_settings(policy)[0]):
+        rank_zero_warn(advice)
     if os.environ.get(SKIP_ENV, "") not in ("", "0"):
         return est
     check_fits(run, device, total)

@@ -258,3 +258,16 @@ def test_the_debug_run_prints_its_cost(tmp_path, caplog, monkeypatch):
     text = caplog.text
     assert "Memory estimate before loading weights" in text
     assert "4 problems x G 4 = 16" in text and "+ 24 new =" in text and "device         cpu:" in text
+
+
+def test_a_lora_rank_sized_for_a_bigger_model_is_pointed_out():
+    """r 64 on all linears is ~1.2% of the 1.5B shape (no advice) but 14% of SmolLM2-135M's shape."""
+    big = stage1_estimate()
+    assert big.lora_share < cost.LARGE_LORA_SHARE and cost.lora_advice(big, 64) is None
+    assert f"{big.lora_share:.1%} of the model" in big.format()
+    small_shape = cost.ModelShape.from_config(LlamaConfig(  # SmolLM2-135M's shape
+        hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+        vocab_size=49152, tie_word_embeddings=True))
+    run = dataclasses.replace(stage1_run(), shape=small_shape)
+    advice = cost.lora_advice(run.estimate(), 64)
+    assert advice.startswith("model.policy.lora.r 64 trains") and "r 8-16" in advice
