@@ -348,7 +348,7 @@ class LapoDataModule(pl.LightningDataModule):
             if src and is_local_source(src) and not Path(src).expanduser().is_file():
                 errors.append(f"{key}: file not found: {src}")
         if errors:
-            raise DataError("; ".join(errors))
+            raise DataError("; ".join(errors), errors)
         self.train_file, self.val_file, self.fields = train_file, val_file, fields
         self.problems_per_step, self.val_fraction, self.max_problems = problems_per_step, val_fraction, max_problems
         self.seed, self.num_workers, self.dataset_name, self.split = seed, num_workers, dataset_name, split
