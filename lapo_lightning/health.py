@@ -110,6 +110,28 @@ def nonfinite_stop_message(streak: int, first_step: int, last_step: int, checkpo
     return head + state + where + "; " + causes
 
 
+def nonfinite_sampling_message(step: int, dtype: str, device: str, weights_bad: list[str],
+                               checkpoint: str | None) -> str:
+    """The text of :class:`NonFiniteTrainingError` when sampling met NaN/inf next-token
+    probabilities (torch's "probability tensor contains inf, nan or element < 0"): whether the
+    trained weights or the forward pass itself is to blame, and what to do.
+
+    Example: finite weights, float16 on cpu -> '... the trainable weights are finite, so the
+    forward pass overflows in model.policy.dtype=float16 on cpu: use bfloat16 or float32 ...'.
+    """
+    head = f"sampling at trainer.global_step {step} met NaN/inf next-token probabilities; "
+    if weights_bad:
+        why = (f"trainable weight {weights_bad[0]!r}" + (f" (and {len(weights_bad) - 1} more)" if len(weights_bad) > 1
+                                                         else "") + " holds NaN/inf")
+    else:
+        why = (f"the trainable weights are finite, so the forward pass overflows in model.policy.dtype={dtype} "
+               f"on {device}: use bfloat16 or float32" + (" (float16 on a CPU is the usual culprit)"
+                                                          if dtype == "float16" else ""))
+    where = (f"; the last good checkpoint is {checkpoint} (resume with --ckpt_path {checkpoint})" if checkpoint
+             else "; no checkpoint was written yet")
+    return head + why + where
+
+
 def group_health(correct: Tensor, truncated: Tensor, total_reward: Tensor, group_index: Tensor,
                  num_groups: int) -> dict[str, int]:
     """Counts of groups that carry no learning signal, for one step's rollouts.

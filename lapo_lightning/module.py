@@ -28,15 +28,16 @@ from lapo_lightning.config import GRPOConfig, OptimConfig
 from lapo_lightning.cost import check_before_loading
 from lapo_lightning.fast_rollout import CompactDecode
 from lapo_lightning.health import (NonFiniteTrainingError, NonFiniteWeightsError, all_finite, group_health,
-                                   newest_checkpoint, nonfinite_parameters, nonfinite_stop_message,
-                                   nonfinite_weights_message)
+                                   newest_checkpoint, nonfinite_parameters, nonfinite_sampling_message,
+                                   nonfinite_stop_message, nonfinite_weights_message)
 from lapo_lightning.policy import PolicyConfig, load_policy
 from lapo_lightning.prompts import PlainPrompt, PromptTemplate, opens_think
 from lapo_lightning import run_identity
 from lapo_lightning.reference import AdapterDisabled, NoReference, Reference
 from lapo_lightning.rewards import Accuracy, Reward, score
 from lapo_lightning.rollout import GenerationConfig, Sampler
-from lapo_lightning.shared_prefix import one_row_each, shared_prefix_logprobs
+from lapo_lightning.shared_prefix import (completion_token_weight, one_row_each, plan_micro_batches,
+                                          shared_prefix_logprobs)
 from lapo_lightning.types import ProblemBatch, RolloutBatch, StepSummary
 from lapo_lightning.verify import MathVerifier, Verifier
 
@@ -167,7 +168,15 @@ class GRPOModule(pl.LightningModule):
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # leave the global RNG stream untouched
             torch.manual_seed(self.seed + 1_000_003 * self.global_step + 10_007 * self.global_rank)
-            return self.sampler.sample(self.policy, self.tokenizer, prompts, batch, group_size, gen)
+            try:
+                return self.sampler.sample(self.policy, self.tokenizer, prompts, batch, group_size, gen)
+            except RuntimeError as err:  # torch.multinomial on NaN/inf probabilities
+                if "probability tensor contains" not in str(err):
+                    raise
+                bad = nonfinite_parameters((n, p) for n, p in self.named_parameters() if p.requires_grad)
+                checkpoint = newest_checkpoint(self.trainer) if self._trainer is not None else None
+                raise NonFiniteTrainingError(nonfinite_sampling_message(
+                    self.global_step, self.policy_config.dtype, self.device.type, bad, checkpoint)) from err
 
     def verify(self, rollouts: RolloutBatch) -> RolloutBatch:
         problems, owner = rollouts.problems, rollouts.group_index.tolist()  # owner: [N] index into problems
@@ -337,22 +346,18 @@ class GRPOModule(pl.LightningModule):
 
         Rows are sorted by completion length before splitting, and each micro-batch is
         trimmed to its own longest row in ``completion_logprobs``, so the training forward
-        spends almost nothing on padding. With ``shared_prefix`` the groups stay together
-        (ordered by their longest row), so a micro-batch holds as few distinct prompts as
-        possible. The loss is unchanged: the aggregation divides by full-batch totals,
-        whatever the grouping.
+        spends almost nothing on padding. With ``shared_prefix`` either the groups stay
+        together (few distinct prompts per micro-batch) or rows are sorted by length across
+        groups (little padding), whichever runs fewer tokens
+        (:func:`~lapo_lightning.shared_prefix.plan_micro_batches`). The loss is unchanged:
+        the aggregation divides by full-batch totals, whatever the grouping.
         """
         lengths = rollouts.completion_mask.sum(1)  # [N]
-        if not self.grpo.shared_prefix:
-            order = torch.sort(rollouts.prompt_mask.sum(1) + lengths, stable=True).indices
-        else:  # by length, then by group, then by the group's longest row (stable sorts)
-            group = rollouts.group_index
-            longest = torch.zeros(int(group.max()) + 1, dtype=lengths.dtype, device=lengths.device)
-            longest = longest.scatter_reduce(0, group, lengths, reduce="amax")[group]  # [N]
-            order = torch.sort(lengths, stable=True).indices
-            order = order[torch.sort(group[order], stable=True).indices]
-            order = order[torch.sort(longest[order], stable=True).indices]
         size = self.grpo.micro_batch_size
+        if self.grpo.shared_prefix:  # groups together, or sorted by length when that runs fewer tokens
+            return plan_micro_batches(lengths, rollouts.prompt_mask.sum(1), rollouts.group_index, size,
+                                      completion_token_weight(self.policy))
+        order = torch.sort(rollouts.prompt_mask.sum(1) + lengths, stable=True).indices
         return [order[i : i + size] for i in range(0, len(order), size)]
 
     def completion_logprobs(self, rollouts: RolloutBatch, idx: Tensor) -> Tensor:

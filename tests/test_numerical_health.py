@@ -225,6 +225,28 @@ def test_the_skipped_step_counts_travel_in_the_checkpoint():
     assert (resumed.nonfinite_total, resumed.nonfinite_streak, resumed.nonfinite_since) == (0, 0, -1)
 
 
+@pytest.mark.parametrize("poisoned", ["lora", "base"])
+def test_sampling_nan_probabilities_say_whether_weights_or_the_forward_are_to_blame(poisoned):
+    module, _, _ = bare_module()
+    target = next(p for n, p in module.named_parameters()
+                  if (p.requires_grad and "lora_A" in n) or (poisoned == "base" and "embed_tokens" in n))
+    name = next(n for n, p in module.named_parameters() if p is target)
+    with torch.no_grad():
+        target.fill_(NAN if poisoned == "lora" else INF)
+    problems = ProblemBatch(["p0"], ["What is 1+1?"], ["2"])
+    with pytest.raises(NonFiniteTrainingError) as err:
+        module.sample(problems, 2, module.generation)
+    message = str(err.value)
+    assert message.startswith("sampling at trainer.global_step 0 met NaN/inf next-token probabilities; ")
+    if poisoned == "lora":
+        assert f"trainable weight {name!r}" in message and "holds NaN/inf" in message
+    else:
+        assert "the trainable weights are finite, so the forward pass overflows in model.policy.dtype=float32 on cpu" \
+            in message
+    assert message.endswith("no checkpoint was written yet")
+    assert "probability tensor contains" in str(err.value.__cause__)
+
+
 # ------------------------------------------------------------- short fits
 SMALL = ("--data.problems_per_step", "2", "--model.generation.max_new_tokens", "8",
          "--trainer.limit_val_batches", "0")
