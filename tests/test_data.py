@@ -250,7 +250,8 @@ def test_init_checks_are_cheap_and_name_the_keys(tmp_path):
         LapoDataModule(str(tmp_path / "missing.jsonl"))
     with pytest.raises(DataError) as err:
         LapoDataModule(write_jsonl(tmp_path / "p.jsonl", ROWS), problems_per_step=0, val_fraction=1.0)
-    assert err.value.problems == ["data.problems_per_step must be >= 1, got 0", "data.val_fraction must be in [0, 1), got 1.0"]
+    assert err.value.problems == ["data.problems_per_step must be >= 1, got 0",
+                                  "data.val_fraction must be in [0, 1), got 1.0"]
     # A broken file is not read in __init__: loading happens in setup().
     (tmp_path / "broken.jsonl").write_text("{not json\n")
     dm = LapoDataModule(str(tmp_path / "broken.jsonl"))

@@ -388,6 +388,7 @@ def test_resolve_names_a_missing_local_folder_outside_the_cli(tmp_path):
 
 
 def test_data_settings_are_one_line_each(tmp_path, capsys):
-    config = grpo(tmp_path, **{"problems_per_step: 4": "problems_per_step: 0", "val_fraction: 0.25": "val_fraction: 1.5"})
+    config = grpo(tmp_path, **{"problems_per_step: 4": "problems_per_step: 0",
+                               "val_fraction: 0.25": "val_fraction: 1.5"})
     assert refused(capsys, config) == ["data.problems_per_step must be >= 1, got 0",
                                        "data.val_fraction must be in [0, 1), got 1.5"]
