@@ -138,11 +138,19 @@ def _build(value: Any, key: str, hint: Any, built: Built, problems: list[str],
 
 
 def _init_hints(cls: type) -> dict[str, Any]:
-    try:
-        target = cls if dataclasses.is_dataclass(cls) else cls.__init__
-        return typing.get_type_hints(target)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: build nested values as given
-        return {}
+    """Type hints of a class's init arguments, following ``**kwargs`` up to the base classes
+    (``SFTDataModule(*args, completion_field, **kwargs)`` passes ``fields`` to ``LapoDataModule``)."""
+    if dataclasses.is_dataclass(cls):
+        targets = [cls]
+    else:
+        targets = [base.__init__ for base in cls.__mro__ if "__init__" in vars(base) and base is not object]
+    hints: dict[str, Any] = {}
+    for target in reversed(targets):  # the subclass's own hints win
+        try:
+            hints.update(typing.get_type_hints(target))
+        except Exception:  # noqa: BLE001 - unresolvable annotations: build nested values as given
+            continue
+    return hints
 
 
 def _dataclass_in(hint: Any) -> type | None:

@@ -392,3 +392,13 @@ def test_data_settings_are_one_line_each(tmp_path, capsys):
                                "val_fraction: 0.25": "val_fraction: 1.5"})
     assert refused(capsys, config) == ["data.problems_per_step must be >= 1, got 0",
                                        "data.val_fraction must be in [0, 1), got 1.5"]
+
+
+def test_other_modules_are_checked_through_their_base_class_arguments(tmp_path, capsys):
+    from lapo_lightning.data import ProblemFields
+    from lapo_lightning.sft import SFTDataModule
+
+    assert preflight._init_hints(SFTDataModule)["fields"] is ProblemFields  # through **kwargs to LapoDataModule
+    config = config_in(tmp_path, "demo/sft.yaml")
+    assert refused(capsys, config, "--data.completion_field", "nope", "--data.max_problems", "8") == [
+        "data.completion_field: 8 problems of data.train_file have no text field 'nope', e.g. id 'sft-00000'"]
