@@ -111,6 +111,11 @@ class LapoCLI(LightningCLI):
                 callbacks[i] = ParameterSummary(max_depth=getattr(callback, "_max_depth", 1))
         if self.trainer.strategy.root_device.type == "cpu":
             print_cpu_thread_hint()
+        # Atomic checkpoint saves, `--ckpt_path last`, and a checked checkpoint, before weights load.
+        from lapo_lightning.checkpointing import prepare_fit
+
+        config = self.config_init[self.subcommand]
+        config["ckpt_path"] = prepare_fit(self.trainer, self.model, config.get("ckpt_path"))
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LapoCLI:

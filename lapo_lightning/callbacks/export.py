@@ -4,6 +4,13 @@ The prompt template is recorded beside it (``lapo_prompt.json``), so ``lapo answ
 questions the way training did. A module that trains every weight (``SFTModule`` with ``full_finetune``) exports the whole
 model instead, as a ``from_pretrained`` folder.
 
+The folder is written whole or not at all: weights, tokenizer files and ``lapo_prompt.json``
+go into a temp folder beside it that is then renamed into place (``atomic.folder_in_place``),
+replacing an older export only once the new one is complete. Weights holding NaN/inf are
+refused before anything is written (``health.nonfinite_parameters``). At start-up the folder's
+parent is checked for writability (a bad ``export.dirpath`` fails in seconds, not after the
+last step) and temp folders of a killed export are removed.
+
 The ``lapo`` CLI always adds this callback (``export.*`` in YAML). Default folder:
 ``<trainer.log_dir>/adapter`` (and ``<trainer.log_dir>/merged``), which is what the
 stage-2 config and the inference helper point at.
@@ -16,6 +23,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
+from lapo_lightning.atomic import check_writable_folder, clean_stale, folder_in_place
+from lapo_lightning.health import NonFiniteWeightsError, nonfinite_parameters, nonfinite_weights_message
 from lapo_lightning.policy import export_merged, save_trained
 from lapo_lightning.prompts import save_prompt
 
@@ -35,14 +44,26 @@ class ExportAdapter(pl.Callback):
     def resolve(self, trainer: pl.Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "adapter"
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero:
+            return
+        out = self.resolve(trainer)
+        clean_stale(out.parent)
+        check_writable_folder(out.parent, "export folder (export.dirpath)")
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or pl_module.policy is None:
             return
         out = self.resolve(trainer)
-        save_trained(pl_module.policy, pl_module.tokenizer, out)
-        if getattr(pl_module, "prompt", None) is not None:  # `lapo answer` renders questions the same way
-            save_prompt(pl_module.prompt, out)
+        bad = nonfinite_parameters((n, p) for n, p in pl_module.policy.named_parameters() if p.requires_grad)
+        if bad:
+            raise NonFiniteWeightsError(nonfinite_weights_message(bad, f"adapter {out}"))
+        with folder_in_place(out, "exported adapter") as tmp:
+            save_trained(pl_module.policy, pl_module.tokenizer, tmp)
+            if getattr(pl_module, "prompt", None) is not None:  # `lapo answer` renders questions the same way
+                save_prompt(pl_module.prompt, tmp)
         rank_zero_info(f"trained weights saved to {out}")
         if self.merged:
-            merged = export_merged(pl_module.policy_config, out, out.parent / "merged")
-            rank_zero_info(f"merged model saved to {merged}")
+            with folder_in_place(out.parent / "merged", "merged model") as tmp:
+                export_merged(pl_module.policy_config, out, tmp)
+            rank_zero_info(f"merged model saved to {out.parent / 'merged'}")
