@@ -212,6 +212,21 @@ def test_a_run_of_nonfinite_steps_stops_with_an_error(poison):
         GRPOModule(max_nonfinite_steps=0)
 
 
+def test_with_a_grad_scaler_an_inf_gradient_is_left_to_the_scaler_but_a_nan_loss_is_not():
+    module, opt, _ = bare_module()
+    for p in module.parameters():
+        if p.requires_grad:
+            p.grad = torch.full_like(p, INF)  # what a 16-mixed overflow looks like before unscaling
+    assert not module.gradients_finite(opt, loss_finite=True)  # no scaler: skipped here
+    scaler = SimpleNamespace(scaler=object())
+    module._trainer = SimpleNamespace(precision_plugin=scaler, world_size=1)
+    try:
+        assert module.gradients_finite(opt, loss_finite=True)  # the scaler skips it and lowers its scale
+        assert not module.gradients_finite(opt, loss_finite=False)
+    finally:
+        module._trainer = None
+
+
 def test_the_skipped_step_counts_travel_in_the_checkpoint():
     module, _, _ = bare_module()
     module.nonfinite_total, module.nonfinite_streak, module.nonfinite_since = 5, 2, 40
