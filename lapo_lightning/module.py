@@ -252,8 +252,8 @@ class GRPOModule(pl.LightningModule):
         scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
         finite = loss_finite and (scaler is not None or all_finite(grads))
         if self._trainer is not None and self.trainer.world_size > 1:
-            flag = torch.tensor([float(finite)], device=self.device)
-            finite = float(self.trainer.strategy.reduce(flag, reduce_op="min").item()) == 1.0
+            bad = torch.tensor([float(not finite)], device=self.device)
+            finite = float(self.trainer.strategy.reduce(bad, reduce_op="sum").item()) == 0.0
         return finite
 
     def skip_nonfinite_step(self, opt, sched) -> None:
