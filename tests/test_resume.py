@@ -5,15 +5,13 @@ SIGKILL at chosen moments by ``kill_plugins.KillPoint`` (during sampling, inside
 step, while a checkpoint, the length table or the adapter is written), each resumed with the
 documented command ``lapo fit --config X --ckpt_path last``; the final length table, refined
 targets and adapter equal those of one uninterrupted run per stage (module-scoped fixtures).
-In-process and unit tests: a mismatched checkpoint (other base model, LoRA rank, stage), a
-corrupt or non-checkpoint file, ``--ckpt_path last`` with no last checkpoint, a full disk or
-read-only folder during a save. Run: pytest tests/test_resume.py -q (9 subprocess runs, about
+In-process tests on those runs' checkpoints: a mismatched checkpoint (other base model, LoRA
+rank, stage), a corrupt or non-checkpoint file. Unit tests without runs: tests/test_checkpointing.py. Run: pytest tests/test_resume.py -q (9 subprocess runs, about
 four minutes on 2 busy cores).
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import subprocess
@@ -25,8 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from clitools import ROOT, config_in, fit
-from lapo_lightning import atomic
-from lapo_lightning.checkpointing import AtomicCheckpointIO, CheckpointError, load_checkpoint, resolve_last
+from lapo_lightning.checkpointing import CheckpointError, load_checkpoint
 from lapo_lightning.length_table import LengthTable
 from lapo_lightning.run_identity import CheckpointMismatchError
 from lapo_lightning.tiny import resolve_model
@@ -234,56 +231,3 @@ def test_cli_refuses_a_non_checkpoint_file_before_loading_weights(folder_with_a_
     with pytest.raises(CheckpointError, match=r"not a checkpoint archive .* the last good checkpoint in "):
         fit(config_in(tmp_path / "run", "debug/stage1.yaml"), "--ckpt_path", str(bad))
     assert not (tmp_path / "run" / STAGE1 / "adapter").exists()
-
-
-# ------------------------------------------------------------------------- --ckpt_path last
-def test_last_without_last_checkpoint_refuses_naming_the_newest(tmp_path):
-    for step in (3, 6):
-        path = tmp_path / f"epoch=0-step={step}.ckpt"
-        path.write_bytes(b"x")
-        os.utime(path, (1000 + step,) * 2)
-    with pytest.raises(CheckpointError) as err:
-        resolve_last([tmp_path])
-    newest = tmp_path / "epoch=0-step=6.ckpt"
-    assert str(err.value) == (
-        f"--ckpt_path last: {tmp_path} holds 2 checkpoints but no last.ckpt (they were saved without "
-        f"save_last: true); the newest is {newest}: resume from it with --ckpt_path {newest}")
-
-
-def test_last_picks_the_newest_last_checkpoint_and_none_in_an_empty_folder(tmp_path):
-    assert resolve_last([tmp_path / "missing"]) is None and resolve_last([tmp_path]) is None
-    for name, mtime in (("last.ckpt", 1000), ("last-v1.ckpt", 2000), ("epoch=0-step=9.ckpt", 3000)):
-        (tmp_path / name).write_bytes(b"x")
-        os.utime(tmp_path / name, (mtime, mtime))
-    assert resolve_last([tmp_path]) == tmp_path / "last-v1.ckpt"
-
-
-# -------------------------------------------------------------- full disk, read-only folder
-def test_disk_full_during_a_checkpoint_save_keeps_the_old_file_and_names_the_folder(tmp_path, monkeypatch):
-    path = tmp_path / "ckpt" / "last.ckpt"
-    AtomicCheckpointIO().save_checkpoint({"global_step": 1}, path)
-    before = path.read_bytes()
-
-    def half_then_full(obj, f):
-        f.write(b"PK\x03\x04 half a checkpoint")
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", half_then_full)
-    with pytest.raises(atomic.ArtefactWriteError) as err:
-        AtomicCheckpointIO().save_checkpoint({"global_step": 2}, path)
-    assert str(err.value) == (f"cannot write the checkpoint {path}: No space left on device; the disk holding "
-                              f"{path.parent} is full: free space, then resume with --ckpt_path last")
-    assert err.value.errno == errno.ENOSPC
-    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
-
-
-def test_read_only_folder_during_a_save_names_the_folder(tmp_path, monkeypatch):
-    def read_only(*args, **kwargs):
-        raise OSError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(atomic, "open", read_only, raising=False)
-    path = tmp_path / "epoch=0-step=3.ckpt"
-    with pytest.raises(atomic.ArtefactWriteError, match=rf"^cannot write the checkpoint {path}: Read-only file system; "
-                                                        rf"{tmp_path} is not writable: fix its permissions"):
-        AtomicCheckpointIO().save_checkpoint({"global_step": 3}, path)
-    assert list(tmp_path.iterdir()) == []

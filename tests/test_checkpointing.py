@@ -1,0 +1,116 @@
+"""The checkpoint plumbing of ``lapo fit`` without a model: ``--ckpt_path last`` resolution,
+atomic saves under a full disk or a read-only folder, and ``prepare_fit`` (the default
+checkpoint plugin, stale temp files, the warning on a fresh start over old checkpoints).
+The kill-point and mismatch tests on real runs are in tests/test_resume.py.
+
+Run: pytest tests/test_checkpointing.py -q (seconds, mostly imports).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lapo_lightning import atomic
+from lapo_lightning.checkpointing import AtomicCheckpointIO, CheckpointError, prepare_fit, resolve_last
+
+
+# ------------------------------------------------------------------------- --ckpt_path last
+def test_last_without_last_checkpoint_refuses_naming_the_newest(tmp_path):
+    for step in (3, 6):
+        path = tmp_path / f"epoch=0-step={step}.ckpt"
+        path.write_bytes(b"x")
+        os.utime(path, (1000 + step,) * 2)
+    with pytest.raises(CheckpointError) as err:
+        resolve_last([tmp_path])
+    newest = tmp_path / "epoch=0-step=6.ckpt"
+    assert str(err.value) == (
+        f"--ckpt_path last: {tmp_path} holds 2 checkpoints but no last.ckpt (they were saved without "
+        f"save_last: true); the newest is {newest}: resume from it with --ckpt_path {newest}")
+
+
+def test_last_picks_the_newest_last_checkpoint_and_none_in_an_empty_folder(tmp_path):
+    assert resolve_last([tmp_path / "missing"]) is None and resolve_last([tmp_path]) is None
+    for name, mtime in (("last.ckpt", 1000), ("last-v1.ckpt", 2000), ("epoch=0-step=9.ckpt", 3000)):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (mtime, mtime))
+    assert resolve_last([tmp_path]) == tmp_path / "last-v1.ckpt"
+
+
+# -------------------------------------------------------------- full disk, read-only folder
+def test_disk_full_during_a_checkpoint_save_keeps_the_old_file_and_names_the_folder(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1}, path)
+    before = path.read_bytes()
+
+    def half_then_full(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", half_then_full)
+    with pytest.raises(atomic.ArtefactWriteError) as err:
+        AtomicCheckpointIO().save_checkpoint({"global_step": 2}, path)
+    assert str(err.value) == (f"cannot write the checkpoint {path}: No space left on device; the disk holding "
+                              f"{path.parent} is full: free space, then resume with --ckpt_path last")
+    assert err.value.errno == errno.ENOSPC
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_read_only_folder_during_a_save_names_the_folder(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(atomic, "open", read_only, raising=False)
+    path = tmp_path / "epoch=0-step=3.ckpt"
+    with pytest.raises(atomic.ArtefactWriteError, match=rf"^cannot write the checkpoint {path}: Read-only file system; "
+                                                        rf"{tmp_path} is not writable: fix its permissions"):
+        AtomicCheckpointIO().save_checkpoint({"global_step": 3}, path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ prepare_fit
+def fake_trainer(folder, checkpoint_io=None):
+    return SimpleNamespace(strategy=SimpleNamespace(checkpoint_io=checkpoint_io or TorchCheckpointIO()),
+                           checkpoint_callbacks=[ModelCheckpoint(dirpath=str(folder), save_last=True)], callbacks=[])
+
+
+def test_prepare_fit_makes_saves_atomic_unless_the_user_chose_a_plugin(tmp_path):
+    trainer = fake_trainer(tmp_path)
+    assert prepare_fit(trainer, object(), None) is None
+    assert type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO
+
+    class Mine(TorchCheckpointIO):
+        pass
+
+    trainer = fake_trainer(tmp_path, Mine())
+    prepare_fit(trainer, object(), None)
+    assert type(trainer.strategy.checkpoint_io) is Mine
+
+
+def test_prepare_fit_cleans_dead_writers_temps_and_warns_on_a_fresh_start_over_checkpoints(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    (tmp_path / f".epoch=0-step=6.ckpt.tmp-{proc.pid}").write_bytes(b"half")
+    (tmp_path / "epoch=0-step=3.ckpt").write_bytes(b"x")
+    with pytest.warns(UserWarning, match=rf"starting from step 0, but {tmp_path} already holds 1 checkpoints: "
+                                         "to continue that run instead, pass --ckpt_path last"):
+        prepare_fit(fake_trainer(tmp_path), object(), None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch=0-step=3.ckpt"]
+
+
+def test_prepare_fit_resolves_last_and_checks_the_file(tmp_path):
+    last = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {}, "global_step": 3}, last)
+    assert prepare_fit(fake_trainer(tmp_path), object(), "last") == str(last)
+    last.write_bytes(last.read_bytes()[:100])  # damaged afterwards (a disk fault)
+    with pytest.raises(CheckpointError, match=rf"--ckpt_path {last}: not a checkpoint archive .*; "
+                                              rf"no other good checkpoint in {tmp_path}$"):
+        prepare_fit(fake_trainer(tmp_path), object(), "last")
