@@ -45,11 +45,22 @@ def adapter_base(adapter: str) -> str:
     return base
 
 
+def check_adapter_weights(adapter: str) -> None:
+    """Refuse an adapter whose ``adapter_model.safetensors`` is corrupt or truncated, naming the
+    file, before the base model loads (peft would fail later with a bare safetensors error)."""
+    from lapo_lightning.evaluation.models import adapter_weights_problem
+
+    if problem := adapter_weights_problem(adapter):
+        raise InferenceError(f"--adapter: {problem}")
+
+
 def load(adapter: str | None, base: str | None = None, dtype: str | None = None):
     """``(model, tokenizer)`` on the best device: CUDA in bfloat16 if present, else CPU float32."""
     if adapter is None and base is None:
         raise InferenceError("give --adapter (a trained adapter folder) or --base (a model to run without one)")
     recorded = adapter_base(adapter) if adapter is not None else None
+    if adapter is not None:
+        check_adapter_weights(adapter)
     model_name = base or recorded
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = dtype or ("bfloat16" if device == "cuda" else "float32")

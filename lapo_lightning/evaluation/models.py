@@ -77,8 +77,12 @@ def check_models(models: list[ModelSpec]) -> list[str]:
         errors.append(f"model.models: names must be unique, got {names}")
     for i, spec in enumerate(models):
         key = f"model.models[{i}] ({spec.name})"
-        if spec.adapter is not None and not is_adapter_dir(spec.adapter):
+        adapter_ok = spec.adapter is not None and is_adapter_dir(spec.adapter)
+        if spec.adapter is not None and not adapter_ok:
             errors.append(f"{key}.adapter: no PEFT adapter at {spec.adapter} (expected adapter_config.json there)")
+        elif adapter_ok and (problem := adapter_weights_problem(spec.adapter)):
+            errors.append(f"{key}.adapter: {problem}")
+            adapter_ok = False
         if _looks_local(spec.model) and not Path(spec.model).expanduser().is_dir():
             errors.append(f"{key}.model: no model folder at {spec.model}")
             continue
@@ -91,11 +95,22 @@ def check_models(models: list[ModelSpec]) -> list[str]:
                      "not a local folder, so a Hugging Face hub id; offline, only its cache is searched")
             errors.append(f"{key}.model: cannot load {spec.model!r} ({where}): {_first_line(e)}")
             continue
-        if spec.adapter is not None and is_adapter_dir(spec.adapter):
+        if adapter_ok:
             if problem := adapter_mismatch(spec.adapter, config):
                 errors.append(f"{key}: the adapter {spec.adapter} does not fit the base model {spec.model} "
                               f"(adapter_config.json names base {recorded_base(spec.adapter)!r}): {problem}")
     return errors
+
+
+def adapter_weights_problem(adapter: str) -> str | None:
+    """Why an adapter's ``adapter_model.safetensors`` cannot be read (corrupt or truncated),
+    naming the file, else None (a readable file, or an old ``.bin`` adapter)."""
+    from lapo_lightning.preflight import safetensors_problem
+
+    weights = Path(adapter) / "adapter_model.safetensors"
+    if weights.is_file() and (problem := safetensors_problem(weights)):
+        return f"{weights} {problem}; re-export the adapter (or restore it from a checkpoint)"
+    return None
 
 
 def evaluation_prompt(models: list[ModelSpec], prompt: PromptTemplate | None) -> tuple[PromptTemplate, list[str]]:
