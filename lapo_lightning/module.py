@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from lapo_lightning.algo import group_advantages, grpo_loss, token_logprobs, zero_spread_groups
-from lapo_lightning.config import GRPOConfig, OptimConfig
+from lapo_lightning.config import GRPOConfig, OptimConfig, kl_reference_problem
 from lapo_lightning.cost import check_before_loading
 from lapo_lightning.fast_rollout import CompactDecode
 from lapo_lightning.health import (NonFiniteTrainingError, NonFiniteWeightsError, all_finite, group_health,
@@ -89,8 +89,8 @@ class GRPOModule(pl.LightningModule):
         self.grpo, self.generation, self.optim = grpo, generation, optim
         if reference is None:
             reference = AdapterDisabled() if self.grpo.kl_coef > 0 else NoReference()
-        if self.grpo.kl_coef > 0 and not reference.needs_forward:
-            raise ValueError("model.grpo.kl_coef > 0 needs a reference model, but model.reference is NoReference")
+        if (problem := kl_reference_problem(self.grpo.kl_coef, reference.needs_forward)) is not None:
+            raise ValueError(problem)
         self.reference = reference
         self.prompt = prompt or PlainPrompt()
         self.sampler = sampler or CompactDecode()

@@ -91,6 +91,17 @@ def test_reversed_percentiles_name_the_reward(tmp_path, capsys):
                                        "got 70.0, 30.0"]
 
 
+@pytest.mark.parametrize(("pcts", "got"), [("low_pct: 70, high_pct: 30", "low_pct=70.0, high_pct=30.0"),
+                                           ("low_pct: 50, high_pct: 50", "low_pct=50.0, high_pct=50.0"),
+                                           ("low_pct: -5, high_pct: 120", "low_pct=-5.0, high_pct=120.0")],
+                         ids=["reversed", "equal", "out_of_range"])
+def test_the_collector_percentiles_name_the_callback(tmp_path, capsys, pcts, got):
+    collector = "class_path: LengthStatsCollector\n      init_args: {"
+    config = config_in(tmp_path, "debug/stage1.yaml", **{collector: f"{collector}{pcts}, "})
+    assert refused(capsys, config) == ["trainer.callbacks[0]: LengthStatsCollector: need 0 <= low_pct < high_pct "
+                                       f"<= 100, got {got}"]
+
+
 def test_every_problem_is_reported_in_one_pass(tmp_path, capsys):
     config = grpo(tmp_path, **{"group_size: 4": "group_size: 1", "lr: 1.0e-3": "lr: 0",
                                "warmup_steps: 1": "warmup_steps: -1", 'pattern: "[0-9]"': 'pattern: "("',
@@ -325,6 +336,17 @@ def test_training_rules():
     assert training_problems(**{**ok, "problems_per_step": 3, "micro_batch_size": 8}) == [
         "model.grpo.micro_batch_size: 8 must divide the rollout batch data.problems_per_step * "
         "model.grpo.group_size = 3 * 4"]
+
+
+def test_the_module_refuses_kl_without_a_reference_with_the_shared_rule():
+    from lapo_lightning.config import kl_reference_problem
+    from lapo_lightning.module import GRPOModule
+    from lapo_lightning.reference import NoReference
+
+    with pytest.raises(ValueError) as err:
+        GRPOModule(grpo=GRPOConfig(kl_coef=0.1), reference=NoReference())
+    assert str(err.value) == kl_reference_problem(0.1, reference_needs_forward=False)
+    assert GRPOModule(grpo=GRPOConfig(kl_coef=0.0), reference=NoReference()).reference.needs_forward is False
 
 
 def test_folder_write_problem(tmp_path):

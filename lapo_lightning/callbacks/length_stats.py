@@ -41,10 +41,14 @@ class LengthStatsCollector(LengthTableWriter):
 
     Args:
         path: where to write the table; default ``<log_dir>/length_table.json``.
-        low_pct, high_pct: the band percentiles recorded beside the median.
+        low_pct, high_pct: the band percentiles recorded beside the median; need
+            ``0 <= low_pct < high_pct <= 100`` (equal ones would record no band at all).
     """
 
     def __init__(self, path: str | None = None, low_pct: float = 30.0, high_pct: float = 70.0) -> None:
+        if not 0 <= low_pct < high_pct <= 100:
+            raise ValueError(f"LengthStatsCollector: need 0 <= low_pct < high_pct <= 100, got low_pct={low_pct}, "
+                             f"high_pct={high_pct}")
         self.path = path
         self.low_pct, self.high_pct = low_pct, high_pct
         self.entries: dict[str, LengthEntry] = {}
