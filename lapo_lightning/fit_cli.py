@@ -84,12 +84,15 @@ class LapoCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         # Lightning reads a --ckpt_path file right here (for hyper-parameters): refuse a truncated,
         # corrupt or non-checkpoint file first, in one line naming the last good checkpoint.
-        from lapo_lightning.checkpointing import load_checkpoint
+        from lapo_lightning.checkpointing import CheckpointError, load_checkpoint
 
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path and path not in ("last", "best", "hpc") and "://" not in str(path):
-            load_checkpoint(path)
+            try:
+                load_checkpoint(path)
+            except CheckpointError as e:
+                raise refuse([str(e)]) from None
         super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -112,10 +115,14 @@ class LapoCLI(LightningCLI):
         if self.trainer.strategy.root_device.type == "cpu":
             print_cpu_thread_hint()
         # Atomic checkpoint saves, `--ckpt_path last`, and a checked checkpoint, before weights load.
-        from lapo_lightning.checkpointing import prepare_fit
+        from lapo_lightning.checkpointing import CheckpointError, prepare_fit
+        from lapo_lightning.run_identity import CheckpointMismatchError
 
         config = self.config_init[self.subcommand]
-        config["ckpt_path"] = prepare_fit(self.trainer, self.model, config.get("ckpt_path"))
+        try:
+            config["ckpt_path"] = prepare_fit(self.trainer, self.model, config.get("ckpt_path"))
+        except (CheckpointError, CheckpointMismatchError) as e:  # one line per problem, exit status 2
+            raise refuse([line.strip() for line in str(e).splitlines()]) from None
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LapoCLI:

@@ -69,6 +69,9 @@ def differences(recorded: dict, current: dict) -> list[str]:
     """One line per field that differs: ``<what> (<config key>): checkpoint X, config Y``."""
     lines = []
     for field, key in FIELDS.items():
+        pair = (recorded.get(field), current.get(field))
+        if field == "lora_target_modules" and sum(isinstance(v, str) for v in pair) == 1:
+            continue  # "all-linear" against the list a saved adapter expanded it to: the shapes decide
         if field in recorded and recorded[field] != current.get(field):
             lines.append(f"{field.replace('_', ' ')} ({key}): checkpoint {recorded[field]!r}, config {current.get(field)!r}")
     return lines

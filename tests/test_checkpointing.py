@@ -114,3 +114,34 @@ def test_prepare_fit_resolves_last_and_checks_the_file(tmp_path):
     with pytest.raises(CheckpointError, match=rf"--ckpt_path {last}: not a checkpoint archive .*; "
                                               rf"no other good checkpoint in {tmp_path}$"):
         prepare_fit(fake_trainer(tmp_path), object(), "last")
+
+
+# ------------------------------------------------------------------------------ run identity
+def policy(**kw):
+    lora = SimpleNamespace(r=8, alpha=16, target_modules="all-linear")
+    return SimpleNamespace(model="tiny:llama", dtype="float32", load_in_4bit=False, lora=lora, adapter=None, **kw)
+
+
+def test_identity_takes_the_lora_settings_of_a_starting_adapter(tmp_path):
+    from lapo_lightning.run_identity import identity
+
+    (tmp_path / "adapter_config.json").write_text('{"r": 4, "lora_alpha": 8, "target_modules": ["v_proj", "q_proj"]}')
+    module = SimpleNamespace(policy_config=policy(), rewards=[])
+    module.policy_config.adapter = str(tmp_path)
+    found = identity(module, [])
+    assert (found["lora_r"], found["lora_alpha"], found["lora_target_modules"]) == (4, 8, ["q_proj", "v_proj"])
+
+
+def test_differences_name_each_changed_field_and_leave_all_linear_to_the_shapes():
+    from lapo_lightning.run_identity import differences
+
+    base = {"base_model": "a", "lora_r": 8, "lora_target_modules": "all-linear", "rewards": ["Accuracy"]}
+    assert differences(base, dict(base)) == []
+    assert differences(base, {**base, "lora_target_modules": ["q_proj"]}) == []  # expanded by peft: shapes decide
+    assert differences({**base, "lora_target_modules": ["k_proj"]}, {**base, "lora_target_modules": ["q_proj"]}) == [
+        "lora target modules (model.policy.lora.target_modules (or the adapter's)): checkpoint ['k_proj'], "
+        "config ['q_proj']"]
+    assert differences(base, {**base, "base_model": "b", "lora_r": 4}) == [
+        "base model (model.policy.model): checkpoint 'a', config 'b'",
+        "lora r (model.policy.lora.r (or the adapter's r)): checkpoint 8, config 4"]
+    assert differences({"lora_r": 8}, {**base, "lora_r": 8}) == []  # fields an older checkpoint lacks are not compared

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 from clitools import ROOT, config_in, fit
 from lapo_lightning.checkpointing import CheckpointError, load_checkpoint
+from lapo_lightning.fit_cli import ConfigProblems
 from lapo_lightning.length_table import LengthTable
 from lapo_lightning.run_identity import CheckpointMismatchError
 from lapo_lightning.tiny import resolve_model
@@ -137,34 +138,44 @@ def test_stage2_killed_in_sampling_then_in_the_optimizer_step_resumes_to_the_sam
 
 
 # ------------------------------------------------------------------ mismatched checkpoints
-def test_checkpoint_with_another_lora_rank_is_refused_before_loading(stage1_reference, tmp_path):
+def refused(config: Path, *extra: str, capsys) -> list[str]:
+    """``lapo fit`` refused before loading weights: exit status 2 and its one-line problems (also on stderr)."""
+    with pytest.raises(ConfigProblems) as err:
+        fit(config, *extra)
+    assert err.value.code == 2
+    assert capsys.readouterr().err.endswith("".join(f"  {line}\n" for line in err.value.problems))
+    return err.value.problems
+
+
+def test_checkpoint_with_another_lora_rank_is_refused_before_loading(stage1_reference, tmp_path, capsys):
     ckpt = stage1_reference / STAGE1 / "checkpoints/epoch=0-step=3.ckpt"
-    with pytest.raises(CheckpointMismatchError) as err:
-        fit(config_in(tmp_path, "debug/stage1.yaml"), "--model.policy.lora.r", "4", "--ckpt_path", str(ckpt))
-    assert str(err.value).splitlines()[:2] == [
+    problems = refused(config_in(tmp_path, "debug/stage1.yaml"), "--model.policy.lora.r", "4",
+                       "--ckpt_path", str(ckpt), capsys=capsys)
+    assert problems == [
         f"--ckpt_path {ckpt} was saved by another run; refusing to resume:",
-        "  lora r (model.policy.lora.r (or the adapter's r)): checkpoint 8, config 4",
+        "lora r (model.policy.lora.r (or the adapter's r)): checkpoint 8, config 4",
+        "resume with the config that wrote it, or start afresh without --ckpt_path",
     ]
 
 
-def test_checkpoint_from_another_base_model_is_refused(stage1_reference, tmp_path):
+def test_checkpoint_from_another_base_model_is_refused(stage1_reference, tmp_path, capsys):
     ckpt = stage1_reference / STAGE1 / "checkpoints/last.ckpt"
-    with pytest.raises(CheckpointMismatchError) as err:
-        fit(config_in(tmp_path, "debug/stage1.yaml"), "--model.policy.model", "tiny:qwen2", "--ckpt_path", str(ckpt))
-    assert "  base model (model.policy.model): checkpoint 'tiny:llama', config 'tiny:qwen2'" in str(err.value)
+    problems = refused(config_in(tmp_path, "debug/stage1.yaml"), "--model.policy.model", "tiny:qwen2",
+                       "--ckpt_path", str(ckpt), capsys=capsys)
+    assert problems[1] == "base model (model.policy.model): checkpoint 'tiny:llama', config 'tiny:qwen2'"
 
 
-def test_stage1_checkpoint_with_the_stage2_config_is_refused_saying_how_to_start_stage2(stage1_reference, tmp_path):
+def test_stage1_checkpoint_with_the_stage2_config_is_refused_saying_how_to_start_stage2(stage1_reference, tmp_path,
+                                                                                         capsys):
     shutil.copytree(stage1_reference / STAGE1, tmp_path / STAGE1)
     ckpt = tmp_path / STAGE1 / "checkpoints/last.ckpt"
-    with pytest.raises(CheckpointMismatchError) as err:
-        fit(config_in(tmp_path, "debug/stage2.yaml"), "--ckpt_path", str(ckpt))
-    text = str(err.value)
-    assert "  rewards (model.rewards): checkpoint ['Accuracy', 'LengthBand'], config ['Accuracy', 'BudgetGaussian']" in text
-    assert "  budget targets (trainer.callbacks (BudgetTargets)): checkpoint False, config True" in text
-    assert text.splitlines()[-1] == (
-        "  it is a stage-1 checkpoint and this is a stage-2 config: stage 2 starts from the stage-1 adapter "
-        "(model.policy.adapter, the folder stage 1 exported), not from a stage-1 checkpoint; run it without --ckpt_path")
+    problems = refused(config_in(tmp_path, "debug/stage2.yaml"), "--ckpt_path", str(ckpt), capsys=capsys)
+    assert problems[1:] == [
+        "rewards (model.rewards): checkpoint ['Accuracy', 'LengthBand'], config ['Accuracy', 'BudgetGaussian']",
+        "budget targets (trainer.callbacks (BudgetTargets)): checkpoint False, config True",
+        "it is a stage-1 checkpoint and this is a stage-2 config: stage 2 starts from the stage-1 adapter "
+        "(model.policy.adapter, the folder stage 1 exported), not from a stage-1 checkpoint; run it without --ckpt_path",
+    ]
 
 
 def test_on_load_checkpoint_refuses_other_adapter_shapes_even_without_recorded_metadata(stage1_reference):
@@ -224,10 +235,11 @@ def test_bad_checkpoint_file_names_itself_and_the_last_good_one(folder_with_a_go
     assert text.endswith(f"; the last good checkpoint in {folder} is {good}: resume with --ckpt_path {good}")
 
 
-def test_cli_refuses_a_non_checkpoint_file_before_loading_weights(folder_with_a_good_checkpoint, tmp_path):
+def test_cli_refuses_a_non_checkpoint_file_before_loading_weights(folder_with_a_good_checkpoint, tmp_path, capsys):
     folder, good = folder_with_a_good_checkpoint
     bad = folder / "adapter_model.safetensors.ckpt"
     corrupt("json", good, bad)
-    with pytest.raises(CheckpointError, match=r"not a checkpoint archive .* the last good checkpoint in "):
-        fit(config_in(tmp_path / "run", "debug/stage1.yaml"), "--ckpt_path", str(bad))
+    problems = refused(config_in(tmp_path / "run", "debug/stage1.yaml"), "--ckpt_path", str(bad), capsys=capsys)
+    assert problems == [f"--ckpt_path {bad}: not a checkpoint archive (truncated, or another kind of file); "
+                        f"the last good checkpoint in {folder} is {good}: resume with --ckpt_path {good}"]
     assert not (tmp_path / "run" / STAGE1 / "adapter").exists()
