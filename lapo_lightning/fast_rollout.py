@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from lapo_lightning.rollout import GenerationConfig, Sampler, assemble_rollouts, encode_prompts, in_chunks
-from lapo_lightning.shared_prefix import one_row_each
+from lapo_lightning.shared_prefix import cache_kwarg, one_row_each
 from lapo_lightning.stop_tokens import is_stop, stop_token_ids
 from lapo_lightning.types import RolloutBatch
 
@@ -62,8 +62,9 @@ def decode(model, tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, gen: Gener
     # every row its own copy of that prompt's cache (later steps write per row).
     _, row_of = torch.unique(torch.cat([prompt_ids, mask], dim=1), dim=0, return_inverse=True)
     first = one_row_each(row_of)
+    key = cache_kwarg(model)  # "cache" or, before transformers 5.24, "past_key_values"
     logits = model(input_ids=prompt_ids[first], attention_mask=mask[first], position_ids=positions[first],
-                   cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1][row_of]
+                   **{key: cache}, use_cache=True, logits_to_keep=1).logits[:, -1][row_of]
     cache.batch_select_indices(row_of)
     next_position = positions[:, -1] + 1  # [n_active]
     for t in range(steps):
@@ -81,7 +82,7 @@ def decode(model, tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, gen: Gener
             active, mask, next_position, tokens = active[keep], mask[keep], next_position[keep], tokens[keep]
         mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
         logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position[:, None],
-                       cache=cache, use_cache=True).logits[:, -1]
+                       **{key: cache}, use_cache=True).logits[:, -1]
         next_position = next_position + 1
     return completion_ids, logprobs
 

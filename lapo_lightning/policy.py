@@ -163,7 +163,10 @@ def load_policy(cfg: PolicyConfig, device: torch.device | str | None = None):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.24
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # older releases (5.17, a GPU image's) have only the name 5.24 deprecates
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     if cfg.adapter is not None:
         model = PeftModel.from_pretrained(model, cfg.adapter, adapter_name=ADAPTER_NAME, is_trainable=True)

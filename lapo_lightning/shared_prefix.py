@@ -18,6 +18,7 @@ Reentrant checkpointing would silently cut the gradient at the prompt's keys, so
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 
 import torch
@@ -88,8 +89,9 @@ def shared_prefix_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, promp
     prompt_mask = prompt_mask.long()
     positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # as generate() assigns them
     record = Cache(layers=[PrefixLayer() for _ in range(num_cache_layers(model))])
+    key = cache_kwarg(model)
     with cache_through_checkpointing(model):
-        last = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, cache=record,
+        last = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, **{key: record},
                      use_cache=True, logits_to_keep=1).logits[:, -1]  # [u, V]: predicts completion token 0
         require_cache_used(model, all(layer.is_initialized for layer in record.layers))
         first = last.index_select(0, prompt_of_row)[:, None]  # [n, 1, V]
@@ -102,10 +104,88 @@ def shared_prefix_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, promp
             start = positions[:, -1].index_select(0, prompt_of_row) + 1  # [n] first completion position
             steps = torch.arange(t - 1, device=completion_ids.device)
             logits = model(input_ids=completion_ids[:, :-1], attention_mask=mask, position_ids=start[:, None] + steps,
-                           cache=read, use_cache=True).logits  # [n, t-1, V]
+                           **{key: read}, use_cache=True).logits  # [n, t-1, V]
             require_cache_used(model, all(layer.read for layer in read.layers))
             logprobs.append(token_logprobs(logits, completion_ids[:, 1:], temperature))
     return torch.cat(logprobs, dim=1)  # [n, t]
+
+
+def plan_micro_batches(lengths: Tensor, prompt_lengths: Tensor, group_index: Tensor, size: int,
+                       completion_weight: float = 1.0) -> list[Tensor]:
+    """Index tensors of ``size`` rows for the shared-prefix training forward: the cheaper of
+    two orders by :func:`micro_batch_cost`.
+
+    - **grouped**: each group's rows together (groups ordered by their longest row), so a
+      micro-batch holds one or few prompts, each run once; but every row is padded to its
+      group's longest completion. Best when prompts are long and completions short.
+    - **by length**: rows sorted by completion length across groups (rows of a group stay
+      adjacent among equal lengths), so each micro-batch is trimmed to nearly its own rows;
+      but a micro-batch may hold up to ``size`` prompts. Best in real LAPO runs: ~150-token
+      prompts and completions spread up to a 4,096 cap, where padding to the group's longest
+      row wastes about half of the completion pass.
+
+    lengths, prompt_lengths, group_index [N]. ``completion_weight``: cost of a completion
+    token relative to a prompt token (:func:`completion_token_weight`: the completion pass
+    also runs the output head). The loss does not depend on the order (its normalisers are
+    whole-step totals), only the cost does.
+    """
+    orders = (grouped_order(lengths, group_index), length_order(lengths, group_index))
+    order = min(orders, key=lambda o: micro_batch_cost(o, lengths, prompt_lengths, group_index, size, completion_weight))
+    return [order[i: i + size] for i in range(0, len(order), size)]
+
+
+def grouped_order(lengths: Tensor, group_index: Tensor) -> Tensor:
+    """[N] row order: groups ordered by their longest row, each group's rows together, by length."""
+    longest = torch.zeros(int(group_index.max()) + 1, dtype=lengths.dtype, device=lengths.device)
+    longest = longest.scatter_reduce(0, group_index, lengths, reduce="amax")[group_index]  # [N]
+    order = torch.sort(lengths, stable=True).indices  # stable sorts: by length, then group, then longest
+    order = order[torch.sort(group_index[order], stable=True).indices]
+    return order[torch.sort(longest[order], stable=True).indices]
+
+
+def length_order(lengths: Tensor, group_index: Tensor) -> Tensor:
+    """[N] row order: by completion length across groups (a group's rows adjacent among equals)."""
+    order = torch.sort(group_index, stable=True).indices
+    return order[torch.sort(lengths[order], stable=True).indices]
+
+
+def micro_batch_cost(order: Tensor, lengths: Tensor, prompt_lengths: Tensor, group_index: Tensor, size: int,
+                     completion_weight: float = 1.0) -> float:
+    """Tokens the shared-prefix forward runs for micro-batches ``order[i: i + size]``: per
+    micro-batch, its distinct prompts x its longest prompt, plus ``completion_weight`` x its
+    rows x its longest completion (the trimmed width, padding included).
+
+    Example: two groups of two rows, prompts of 10, completions [1, 9 | 2, 8], size 2:
+    grouped [0, 1], [2, 3] -> 10 + 2 x 9 + 10 + 2 x 8 = 54; by length [0, 2], [3, 1] -> 20 + 4 + 20 + 18 = 62.
+    """
+    total = 0.0
+    for i in range(0, len(order), size):
+        idx = order[i: i + size]
+        prompts = int(group_index[idx].unique().numel())
+        total += prompts * int(prompt_lengths[idx].max()) + completion_weight * len(idx) * int(lengths[idx].max())
+    return total
+
+
+def completion_token_weight(model) -> float:
+    """How much a completion token costs relative to a prompt token in the shared-prefix
+    forward: (decoder + output head) / decoder, from the config's shapes (weights per token).
+    The prompt pass keeps one position's logits; the completion pass keeps them all.
+    """
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    h, layers = config.hidden_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    per_layer = 2 * h * heads * head_dim + 2 * h * kv * head_dim + 3 * h * config.intermediate_size
+    return 1.0 + config.vocab_size * h / max(layers * per_layer, 1)
+
+
+def cache_kwarg(model) -> str:
+    """The keyword a model's forward takes its KV cache by: ``cache`` (transformers >= 5.24;
+    ``past_key_values`` still accepted there, deprecated) or ``past_key_values`` (older, e.g.
+    5.17, which would silently drop an unknown ``cache=``). Looks through a PEFT wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def one_row_each(row_of: Tensor) -> Tensor:

@@ -123,6 +123,75 @@ def test_bucketed_micro_batches_give_the_padded_loss_and_gradients(policy, aggre
     assert_micro_batches_match_padded(policy, aggregation, shared_prefix)
 
 
+@pytest.mark.parametrize("order", ["grouped", "by_length"])
+def test_either_micro_batch_order_gives_the_padded_loss_and_gradients(policy, order, monkeypatch):
+    """Both orders the planner chooses from: by length, a micro-batch holds several prompts."""
+    import lapo_lightning.module as module_file
+    from lapo_lightning import shared_prefix
+
+    def forced(lengths, prompt_lengths, group_index, size, completion_weight=1.0):
+        rows = {"grouped": shared_prefix.grouped_order, "by_length": shared_prefix.length_order}[order]
+        rows = rows(lengths, group_index)
+        return [rows[i: i + size] for i in range(0, len(rows), size)]
+
+    monkeypatch.setattr(module_file, "plan_micro_batches", forced)
+    assert_micro_batches_match_padded(policy, "token_mean", True, several_prompts=order == "by_length")
+
+
+def test_micro_batch_plan_sorts_by_length_only_when_that_runs_fewer_tokens():
+    from lapo_lightning.shared_prefix import micro_batch_cost, plan_micro_batches
+
+    lengths, group = torch.tensor([1, 9, 2, 8]), torch.tensor([0, 0, 1, 1])
+    long_prompts, short_prompts = torch.full((4,), 10), torch.full((4,), 1)
+    # The docstring's example: grouped [2, 3], [0, 1] runs 54 tokens, by length [0, 2], [3, 1] 62.
+    assert micro_batch_cost(torch.tensor([2, 3, 0, 1]), lengths, long_prompts, group, 2) == 54
+    assert micro_batch_cost(torch.tensor([0, 2, 3, 1]), lengths, long_prompts, group, 2) == 62
+    assert [b.tolist() for b in plan_micro_batches(lengths, long_prompts, group, 2)] == [[2, 3], [0, 1]]
+    # Short prompts (the real-run shape): padding costs more than a second prompt pass.
+    assert [b.tolist() for b in plan_micro_batches(lengths, short_prompts, group, 2)] == [[0, 2], [3, 1]]
+    # A completion token costing 2 prompt tokens (a big output head) tips the long-prompt case too.
+    assert [b.tolist() for b in plan_micro_batches(lengths, long_prompts, group, 2, 2.0)] == [[0, 2], [3, 1]]
+
+
+def test_completion_token_weight_counts_the_output_head():
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig
+
+    from lapo_lightning.shared_prefix import completion_token_weight
+
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=1000)
+    per_layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128  # q, o; k, v (2 of 4 heads); the MLP
+    assert completion_token_weight(SimpleNamespace(config=config)) == pytest.approx(1 + 1000 * 64 / (2 * per_layer))
+
+
+def test_cache_keyword_follows_the_model_signature():
+    """transformers 5.17 takes ``past_key_values`` and ignores an unknown ``cache=``: the fast
+    paths must pass the name the model's forward declares (through a PEFT wrapper too)."""
+    from lapo_lightning.shared_prefix import cache_kwarg
+
+    model, tokenizer = load_policy(PolicyConfig(model="tiny:llama"))
+    assert cache_kwarg(model) == "cache"  # the installed transformers (>= 5.24), PEFT-wrapped
+
+    class OldSignature(torch.nn.Module):  # a 5.17-style forward around the same model
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                    use_cache=None, logits_to_keep=0):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              cache=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+
+    old = OldSignature(model)
+    assert cache_kwarg(old) == "past_key_values"
+    gen = GenerationConfig(max_new_tokens=12, temperature=0)
+    want = CompactDecode().sample(model, tokenizer, PROMPTS, problems(), 1, gen)
+    got = CompactDecode().sample(old, tokenizer, PROMPTS, problems(), 1, gen)
+    assert torch.equal(got.completion_ids, want.completion_ids)
+
+
 def test_shared_prefix_under_gradient_checkpointing_gives_the_padded_gradients():
     """Checkpointed layers replay in backward: the prefix caches must survive that unchanged."""
     model, tokenizer = load_policy(PolicyConfig(model="tiny:llama", gradient_checkpointing=True))
@@ -154,7 +223,8 @@ def test_shared_prefix_fails_loudly_when_the_cache_is_dropped(monkeypatch):
         module.completion_logprobs(rollouts, module.micro_batches(rollouts)[0])
 
 
-def assert_micro_batches_match_padded(policy, aggregation: str, shared_prefix: bool) -> None:
+def assert_micro_batches_match_padded(policy, aggregation: str, shared_prefix: bool,
+                                      several_prompts: bool = False) -> None:
     gen = GenerationConfig(max_new_tokens=30, temperature=1.0)
     module, rollouts = sample_with_module(policy, gen, 2, 3, seed=1)
     module.grpo.shared_prefix = shared_prefix
@@ -182,6 +252,8 @@ def assert_micro_batches_match_padded(policy, aggregation: str, shared_prefix: b
     buckets = module.micro_batches(rollouts)
     assert len(buckets) > 1
     assert any(rollouts.group_index[idx].unique().numel() < len(idx) for idx in buckets), "no prompt is shared"
+    if several_prompts:
+        assert any(rollouts.group_index[idx].unique().numel() > 1 for idx in buckets), "one prompt per micro-batch"
     for idx in buckets:
         loss = loss_of(module.completion_logprobs(rollouts, idx), idx)
         loss.backward()
