@@ -145,3 +145,20 @@ def test_differences_name_each_changed_field_and_leave_all_linear_to_the_shapes(
         "base model (model.policy.model): checkpoint 'a', config 'b'",
         "lora r (model.policy.lora.r (or the adapter's r)): checkpoint 8, config 4"]
     assert differences({"lora_r": 8}, {**base, "lora_r": 8}) == []  # fields an older checkpoint lacks are not compared
+
+
+# --------------------------------------------------------------------------- shipped configs
+def test_every_shipped_training_config_saves_a_last_checkpoint():
+    """So that ``lapo fit --config X --ckpt_path last`` resumes any of them (the demo's SFT phase
+    is exempt: it runs in minutes and `lapo demo` redoes it)."""
+    import yaml
+
+    from clitools import ROOT
+
+    configs = [p for p in sorted((ROOT / "configs").rglob("*.yaml"))
+               if not p.name.startswith("eval") and p.relative_to(ROOT / "configs").as_posix() != "demo/sft.yaml"]
+    assert len(configs) >= 9
+    for path in configs:
+        callbacks = yaml.safe_load(path.read_text())["trainer"].get("callbacks") or []
+        savers = [c for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
+        assert savers and all(c["init_args"].get("save_last") is True for c in savers), path
