@@ -171,8 +171,12 @@ def test_cache_keyword_follows_the_model_signature():
     paths must pass the name the model's forward declares (through a PEFT wrapper too)."""
     from lapo_lightning.shared_prefix import cache_kwarg
 
+    import inspect
+
     model, tokenizer = load_policy(PolicyConfig(model="tiny:llama"))
-    assert cache_kwarg(model) == "cache"  # the installed transformers (>= 5.24), PEFT-wrapped
+    declared = inspect.signature(model.get_base_model().forward).parameters
+    assert cache_kwarg(model) == ("cache" if "cache" in declared else "past_key_values")  # through PEFT
+    inner_key = cache_kwarg(model)
 
     class OldSignature(torch.nn.Module):  # a 5.17-style forward around the same model
         def __init__(self, inner):
@@ -182,7 +186,7 @@ def test_cache_keyword_follows_the_model_signature():
         def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                     use_cache=None, logits_to_keep=0):
             return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              cache=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+                              **{inner_key: past_key_values}, use_cache=use_cache, logits_to_keep=logits_to_keep)
 
     old = OldSignature(model)
     assert cache_kwarg(old) == "past_key_values"
@@ -202,7 +206,10 @@ def test_shared_prefix_under_gradient_checkpointing_gives_the_padded_gradients()
 
 def test_shared_prefix_refuses_reentrant_checkpointing():
     model, tokenizer = load_policy(PolicyConfig(model="tiny:llama"))
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.24
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    else:  # 5.17
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     model.train()
     module, rollouts = sample_with_module((model, tokenizer), GenerationConfig(max_new_tokens=5), 2, 4, seed=0)
     with pytest.raises(ValueError, match="reentrant"):
