@@ -12,9 +12,12 @@ Workloads (a random-init Llama, so lengths are controlled by construction):
              (geometric-ish).
   realistic  the shape of a real LAPO stage-2 run: the paper's prompt with the budget
              sentence, on real MATH-500 problems, through a real BPE tokenizer (SmolLM2's,
-             so the model's vocabulary is its 49,152 rows): ~160 tokens. Completion lengths
-             are uniform on 1..--realistic-cap (an EOS rate that rises with the position,
+             so the model's vocabulary is its 49,152 rows): 165-167 tokens (the rows whose
+             prompt has the median's most common length). Completion lengths are uniform on
+             1..--realistic-cap (an EOS rate that rises with the position,
              :func:`install_uniform_stop`), as completions spread up to the cap in real runs.
+             At the CPU size (hidden 256, 6 layers) the output head is 3.6x the decoder's
+             weights (Qwen2.5-1.5B: 0.2x), so the per-completion-token work weighs more here.
 The "floor" row is raw batched ``generate`` plus one forward/backward of the same LoRA
 model over the generated batch (same micro-batches; logits only at completion positions),
 with nothing else. "lapo_padded" is
@@ -76,15 +79,38 @@ def build_models(root: Path, hidden: int, layers: int, workloads: list[str] | No
     """One model folder per workload: the same random Llama with a set EOS behaviour
     (``lapo_lightning.tiny.set_stop_rate``: a near-constant EOS logit; pad never sampled).
     The realistic workload's model carries the BPE tokenizer and its vocabulary size."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from lapo_lightning.tiny import save_tiny
 
     folders = {}
     for workload in workloads or list(EOS_WEIGHT):
         if workload == "realistic":
             folders[workload] = build_realistic_model(root / workload, hidden, layers, realistic_cap, bpe_tokenizer)
-        else:
-            folders[workload] = str(save_tiny(root / workload, "llama", hidden, layers, eos_weight=EOS_WEIGHT[workload]))
+            continue
+        folder = save_tiny(root / workload, "llama", hidden, layers, eos_weight=EOS_WEIGHT[workload])
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+        if silence_extra_stops(model, tokenizer):
+            model.save_pretrained(folder)
+        folders[workload] = str(folder)
     return folders
+
+
+def silence_extra_stops(model, tokenizer) -> list[int]:
+    """Make the stop ids other than EOS that lapo's samplers also end on (the chat template's
+    end of turn, ``lapo_lightning.stop_tokens``) as unlikely as pad, and return them: raw
+    ``generate`` (floor, TRL) stops at EOS only, so otherwise the workloads would differ."""
+    import torch
+
+    from lapo_lightning.stop_tokens import stop_token_ids
+
+    extra = [i for i in stop_token_ids(tokenizer) if i != tokenizer.eos_token_id]
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        for token in extra:
+            head[token] = 0.0
+            head[token, 0] = -5.0  # as set_stop_rate does for pad: reads only the near-constant feature
+    return extra
 
 
 # ------------------------------------------------------------------ realistic workload
@@ -142,6 +168,7 @@ def build_realistic_model(out: Path, hidden: int, layers: int, cap: int, bpe_tok
         raise ValueError(f"realistic workload: the model's {model.config.vocab_size} rows cannot hold "
                          f"{bpe_tokenizer}'s {len(tokenizer)} tokens")
     set_stop_rate(model, tokenizer, -5.0)  # EOS (and pad) never sampled: the schedule decides
+    silence_extra_stops(model, tokenizer)
     for key in ("eos_token_id", "pad_token_id"):
         setattr(model.config, key, getattr(tokenizer, key))
         setattr(model.generation_config, key, getattr(tokenizer, key))
@@ -252,6 +279,7 @@ def build_preset_models(root: Path, preset: str, max_new_tokens: int, device: st
         with torch.device(device):
             model = Qwen2ForCausalLM(config).to(getattr(torch, dtype))
         set_stop_rate(model, tokenizer, 1.0)  # EOS logit = the near-constant feature itself
+        silence_extra_stops(model, tokenizer)
         weight = calibrate_eos(model, tokenizer, stop_p)
         with torch.no_grad():
             model.get_output_embeddings().weight[tokenizer.eos_token_id, 0] = weight

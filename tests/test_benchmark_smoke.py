@@ -69,6 +69,29 @@ def test_benchmark_gpu_check_path(tmp_path, monkeypatch, capsys):
     assert "| 1234 | 1.00x |" in gpu_table
 
 
+def test_equal_workload_runs_lapo_samplers_to_the_cap(tmp_path):
+    """lapo's samplers also stop at the chat template's end of turn (raw generate does not):
+    the benchmark models must never sample it, or "equal" is shorter for lapo alone."""
+    import torch
+
+    from lapo_lightning.fast_rollout import CompactDecode
+    from lapo_lightning.policy import PolicyConfig, load_policy
+    from lapo_lightning.rollout import GenerationConfig
+    from lapo_lightning.stop_tokens import stop_token_ids
+    from lapo_lightning.types import ProblemBatch
+
+    bench = load_benchmark()
+    folder = bench.build_models(tmp_path, 64, 2, ["equal"])["equal"]
+    model, tokenizer = load_policy(PolicyConfig(model=folder))
+    assert len(stop_token_ids(tokenizer)) > 1, "the character tokenizer's template ends turns with its own token"
+    rows = bench.problems(4)
+    batch = ProblemBatch([r["id"] for r in rows], [r["problem"] for r in rows], [r["answer"] for r in rows])
+    torch.manual_seed(0)
+    rollouts = CompactDecode().sample(model, tokenizer, [bench.render(r["problem"]) for r in rows], batch, 8,
+                                      GenerationConfig(max_new_tokens=64))
+    assert rollouts.lengths.tolist() == [64] * 32
+
+
 def test_preset_eos_rate_is_calibrated(tmp_path):
     """The preset's workloads: EOS practically never (equal), ~4/T per token (varied)."""
     import torch
