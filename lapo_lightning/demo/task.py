@@ -116,10 +116,15 @@ def make_splits(seed: int = 0, sizes: dict[str, dict[int, int]] = SPLITS) -> dic
 
 def write_splits(out: str | Path, seed: int = 0) -> dict[str, Path]:
     """Write ``<out>/{sft,train,test}.jsonl``; returns split -> path."""
+    return write_jsonl_splits(make_splits(seed), out)
+
+
+def write_jsonl_splits(splits: dict[str, list[dict]], out: str | Path) -> dict[str, Path]:
+    """Write each split's rows to ``<out>/<split>.jsonl``; returns split -> path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split, rows in make_splits(seed).items():
+    for split, rows in splits.items():
         paths[split] = out / f"{split}.jsonl"
         paths[split].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return paths

@@ -22,9 +22,10 @@ changes, so the sets stop at two.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
+
+from lapo_lightning.demo.task import write_jsonl_splits
 
 NAMES = [("Mia", "She"), ("Tom", "He"), ("Ana", "She"), ("Ben", "He"), ("Zoe", "She"), ("Sam", "He"),
          ("Lily", "She"), ("Max", "He")]
@@ -69,13 +70,8 @@ def make_splits(seed: int = 0) -> dict[str, list[dict]]:
 
 
 def write_splits(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, rows in make_splits(seed).items():
-        paths[split] = out_dir / f"{split}.jsonl"
-        paths[split].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return paths
+    """Write ``<out_dir>/{train,test}.jsonl``; returns split -> path."""
+    return write_jsonl_splits(make_splits(seed), out_dir)
 
 
 def main(argv: list[str] | None = None) -> None:
