@@ -38,13 +38,13 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         problems = []
         if self.max_new_tokens <= 0:
-            problems.append(f"model.generation.max_new_tokens must be > 0, got {self.max_new_tokens}")
+            problems.append(f"model.generation.max_new_tokens: must be > 0 (got {self.max_new_tokens})")
         if self.temperature < 0:
-            problems.append(f"model.generation.temperature must be >= 0, got {self.temperature}")
+            problems.append(f"model.generation.temperature: must be >= 0 (got {self.temperature})")
         if not 0 < self.top_p <= 1:
-            problems.append(f"model.generation.top_p must be in (0, 1], got {self.top_p}")
+            problems.append(f"model.generation.top_p: must be in (0, 1] (got {self.top_p})")
         if self.max_rollouts_per_call is not None and self.max_rollouts_per_call < 1:
-            problems.append(f"model.generation.max_rollouts_per_call must be >= 1, got {self.max_rollouts_per_call}")
+            problems.append(f"model.generation.max_rollouts_per_call: must be >= 1 (got {self.max_rollouts_per_call})")
         if problems:
             raise ValueError("invalid generation config:\n  " + "\n  ".join(problems))
 
