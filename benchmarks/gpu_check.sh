@@ -109,7 +109,7 @@ EOF
     (( rc == 0 )) || status=1
 
     echo "== (b) stages: one stage-1 and one stage-2 step (${SECONDS} s so far)"
-    "$py" benchmarks/stage_steps.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
+    timeout "$(( $(left) * 3 / 5 ))" "$py" benchmarks/stage_steps.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
         --problems "$B" --group "$group" --max-new-tokens "$T" --micro "$micro" --lora-r "$lora" \
         --steps "$STEPS" --warmup "$WARMUP" --budget-s "$(( $(left) / 2 ))" --out "$OUT/stage_steps.json"
     rc=$?

