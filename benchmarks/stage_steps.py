@@ -16,8 +16,9 @@ The model is benchmarks/trl_compare.py's: a random-init Qwen2 of ``--preset``'s 
 EOS rate makes completion lengths vary (its "varied" workload: mean ~T/4), or a folder given
 with ``--model``. Per stage it prints seconds per step (median of the measured steps; stage 1
 first runs ``--warmup`` steps, stage 2 runs in the same, warm, process), generation seconds
-and tokens/s, generated tokens per step, the longest prompt, the budget stated, and peak memory: GPU (``torch.cuda.max_memory_allocated``, reset before each stage)
-and the process's peak RSS (never reset: it covers everything before it too).
+and tokens/s, generated tokens per step, the longest prompt, the budget stated, and peak
+memory: GPU (``torch.cuda.max_memory_allocated``, reset before each stage) and the process's
+peak RSS (never reset: it covers everything before it too).
 
     python benchmarks/stage_steps.py --device cuda --preset qwen2.5-1.5b --load-in-4bit --dtype bfloat16
     python benchmarks/stage_steps.py --preset qwen2-tiny --max-new-tokens 16 --group 4   # CPU, seconds
