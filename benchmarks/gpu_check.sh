@@ -18,7 +18,8 @@
 #        bash benchmarks/gpu_check.sh fetch
 #    puts into benchmarks/wheels/ (git-ignored) the wheels the image lacks, at the versions
 #    .venv runs (bitsandbytes 43 MB, trl, datasets, dill, multiprocess, math-verify,
-#    latex2sympy2_extended, antlr4-python3-runtime, peft, pytest, pluggy, iniconfig: ~48 MB)
+#    latex2sympy2_extended, antlr4-python3-runtime, peft, pytest, pluggy, iniconfig, pygments:
+#    ~50 MB)
 #    and SmolLM2's tokenizer files (bpe_tokenizer/, ~3.5 MB). With the ~13 MB work tree that
 #    fits the 64 MiB the device tool carries; transformers does not, so the image's own runs.
 # 2. One device call:
@@ -34,7 +35,7 @@ cd "$(dirname "$0")/.."
 
 WHEELS=benchmarks/wheels
 PACKAGES="bitsandbytes trl datasets dill multiprocess math-verify latex2sympy2_extended antlr4-python3-runtime peft
-pytest pluggy iniconfig"
+pytest pluggy iniconfig pygments"
 
 fetch() {  # on the CPU machine: the device has Python 3.12 on x86-64 and no network
     local py=${PYTHON:-.venv/bin/python}
