@@ -19,7 +19,7 @@
 #    puts into benchmarks/wheels/ (git-ignored) the wheels the image lacks, at the versions
 #    .venv runs (bitsandbytes 43 MB, trl, datasets, dill, multiprocess, math-verify,
 #    latex2sympy2_extended, antlr4-python3-runtime, peft, pytest, pluggy, iniconfig, pygments:
-#    ~50 MB)
+#    46 MB before pytest and pygments, ~2 MB, joined: not re-measured)
 #    and SmolLM2's tokenizer files (bpe_tokenizer/, ~3.5 MB). With the ~13 MB work tree that
 #    fits the 64 MiB the device tool carries; transformers does not, so the image's own runs.
 # 2. One device call:
