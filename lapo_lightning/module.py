@@ -23,6 +23,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from lapo_lightning import run_identity
 from lapo_lightning.algo import group_advantages, grpo_loss, token_logprobs, zero_spread_groups
 from lapo_lightning.config import GRPOConfig, OptimConfig, kl_reference_problem
 from lapo_lightning.cost import check_before_loading
@@ -32,7 +33,6 @@ from lapo_lightning.health import (NonFiniteTrainingError, NonFiniteWeightsError
                                    nonfinite_stop_message, nonfinite_weights_message)
 from lapo_lightning.policy import PolicyConfig, load_policy
 from lapo_lightning.prompts import PlainPrompt, PromptTemplate, opens_think
-from lapo_lightning import run_identity
 from lapo_lightning.reference import AdapterDisabled, NoReference, Reference
 from lapo_lightning.rewards import Accuracy, Reward, score
 from lapo_lightning.rollout import GenerationConfig, Sampler
