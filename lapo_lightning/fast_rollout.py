@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lapo_lightning.rollout import GenerationConfig, Sampler, assemble_rollouts, encode_prompts, in_chunks
 from lapo_lightning.shared_prefix import cache_kwarg, one_row_each
-from lapo_lightning.stop_tokens import is_stop, stop_token_ids
+from lapo_lightning.stop_tokens import stop_token_ids
 from lapo_lightning.types import RolloutBatch
 
 
@@ -51,7 +51,8 @@ def decode(model, tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, gen: Gener
     the number of steps run (the longest row's length), pad (and log-prob 0) after a row ends."""
     from transformers import DynamicCache
 
-    n, steps, stops = len(prompt_ids), gen.max_new_tokens, stop_token_ids(tokenizer)
+    n, steps = len(prompt_ids), gen.max_new_tokens
+    stops = torch.tensor(stop_token_ids(tokenizer), device=prompt_ids.device)  # once, not per step
     completion_ids = torch.full((n, steps), tokenizer.pad_token_id, dtype=torch.long, device=prompt_ids.device)
     logprobs = torch.zeros(n, steps, device=prompt_ids.device)
     active = torch.arange(n, device=prompt_ids.device)  # rows still writing, as indices into n
@@ -71,7 +72,7 @@ def decode(model, tokenizer, prompt_ids: Tensor, prompt_mask: Tensor, gen: Gener
         tokens, token_logprobs = pick_tokens(logits, gen)  # [n_active] each
         completion_ids[active, t] = tokens
         logprobs[active, t] = token_logprobs
-        done = is_stop(tokens, stops)
+        done = torch.isin(tokens, stops)
         if gen.stop_strings:
             done |= ends_with_stop(tokenizer, completion_ids[active, : t + 1], gen.stop_strings)
         if t == steps - 1 or done.all():
