@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from lapo_lightning import phases
 from lapo_lightning.demo import run as demo
 from lapo_lightning.demo.summary import summarize, target_checks
 from tests.clitools import config_in
@@ -15,9 +16,8 @@ from tests.clitools import config_in
 def smoke_run(tmp_path_factory):
     """Every demo config copied with its outputs redirected, then the whole demo in smoke mode."""
     tmp = tmp_path_factory.mktemp("demo")
-    for phase in demo.PHASES:  # a smaller model than the real demo's: this checks plumbing
-        config_in(tmp, f"demo/{phase.config}", **({"tiny:llama-h128-l4-n": "tiny:llama-h64-l2-n"}
-                                                    if phase.name == "sft" else {}))
+    for name, _, file, _, _ in demo.PHASES:  # a smaller model than the real demo's: this checks plumbing
+        config_in(tmp, f"demo/{file}", **({"tiny:llama-h128-l4-n": "tiny:llama-h64-l2-n"} if name == "sft" else {}))
     lines = []
     summary = demo.run_demo(tmp, smoke=True, log=lines.append)
     return tmp, summary, lines
@@ -45,20 +45,20 @@ def test_smoke_demo_writes_every_artefact(smoke_run):
 def test_rerun_skips_finished_phases_and_redoes_an_unfinished_one(smoke_run, monkeypatch):
     tmp, _, _ = smoke_run
     ran = []
-    monkeypatch.setattr(demo, "run_phase", lambda phase, *a: ran.append(phase.name))
+    monkeypatch.setattr(phases, "run_phase", lambda phase, *a: ran.append(phase.name))
     lines = []
     demo.run_demo(tmp, smoke=True, log=lines.append)
     assert ran == [] and sum("skipped" in line for line in lines) == len(demo.PHASES)
-    (tmp / "runs" / "demo" / "stage2" / "adapter" / demo.MARKER).unlink()  # "interrupted" during stage 2
+    (tmp / "runs" / "demo" / "stage2" / "adapter" / phases.MARKER).unlink()  # "interrupted" during stage 2
     demo.run_demo(tmp, smoke=True, log=lines.append)
     assert ran == ["stage2"]
 
 
 def test_a_full_run_does_not_trust_smoke_markers(tmp_path):
-    (tmp_path / demo.MARKER).write_text(json.dumps({"smoke": True}))
-    assert demo.is_done(tmp_path, smoke=True) and not demo.is_done(tmp_path, smoke=False)
-    (tmp_path / demo.MARKER).write_text(json.dumps({"smoke": False}))
-    assert demo.is_done(tmp_path, smoke=False)
+    (tmp_path / phases.MARKER).write_text(json.dumps({"smoke": True}))
+    assert phases.is_done(tmp_path, smoke=True) and not phases.is_done(tmp_path, smoke=False)
+    (tmp_path / phases.MARKER).write_text(json.dumps({"smoke": False}))
+    assert phases.is_done(tmp_path, smoke=False)
 
 
 def test_missing_configs_are_named(tmp_path):
