@@ -20,7 +20,8 @@ from n scores below 0), as in the paper's formula; Max pays nothing for a wrong 
 
 Departures and choices the paper leaves open:
 
-- Prompt wording: L1 appends "Think for N tokens." to the question; here the project's budget
+- Prompt wording: L1 appends "Think for exactly N tokens." (Exact) or "Think for maximum N
+  tokens." (Max) to the question; here the project's budget
   sentence states n (``prompts.render_budget``: "I will answer the question with N tokens.",
   at the template's ``placement``), so one prompt format serves LAPO and L1 alike.
 - No target (``batch.budgets`` NaN, e.g. the callback is not configured or an evaluation

@@ -1,7 +1,7 @@
 """ThinkPrune: a hard length cap on rollouts, truncation scores 0, and a cap that shrinks in steps.
 
 Paper: Hou et al. (2025), "ThinkPrune: Pruning Long Chain-of-Thought of LLMs via Reinforcement
-Learning".
+Learning", arXiv:2504.01296.
 
 Flow: before every training batch :class:`CapSchedule` sets the module's generation cap
 (``GRPOModule.generation.max_new_tokens``) from ``trainer.global_step``; the sampler stops each
