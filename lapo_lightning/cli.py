@@ -12,7 +12,8 @@ re-exports the public ones so YAML can use short names (``class_path: LengthBand
 ``lapo eval --config configs/eval.yaml`` evaluates models (``lapo_lightning/evaluation``);
 ``lapo answer --adapter DIR "question"`` answers one question with a trained adapter,
 optionally with ``--budget N`` injected (``lapo_lightning/inference.py``). ``lapo demo`` runs
-the offline CPU demo (``lapo_lightning/demo/``).
+the offline CPU demo (``lapo_lightning/demo/``); ``lapo compare`` trains length-control methods
+side by side and writes one report (``lapo_lightning/compare/``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
         from lapo_lightning.demo.run import main as demo_main
 
         raise SystemExit(demo_main(argv[1:]))
+    if argv[:1] == ["compare"]:  # `lapo compare --config configs/compare/demo.yaml`: methods side by side
+        from lapo_lightning.compare.run import main as compare_main
+
+        raise SystemExit(compare_main(argv[1:]))
     if argv[:1] == ["eval"]:  # `lapo eval --config configs/eval.yaml`: trainer.test per model, one report
         from lapo_lightning.evaluation.run import main as eval_main
 

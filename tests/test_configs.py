@@ -14,8 +14,10 @@ from lapo_lightning.module import GRPOModule
 from lapo_lightning.sft import SFTDataModule, SFTModule
 
 ROOT = Path(__file__).resolve().parents[1]
-# eval*.yaml files configure `lapo eval` (EvalModule), not training: tests/evaluation/test_eval_configs.py
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not p.name.startswith("eval"))
+# eval*.yaml files configure `lapo eval` (EvalModule), not training: tests/evaluation/test_eval_configs.py;
+# configs/compare/*.yaml configure `lapo compare` (a list of phases): tests/compare/test_compare_config.py.
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml")
+                 if not p.name.startswith("eval") and p.parent != ROOT / "configs" / "compare")
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
