@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: headless servers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # 10 colours; tab20 beyond that
 MARKERS = "osD^vP*X"
 
 
@@ -39,10 +39,11 @@ def draw_pareto(path: Path, labels: list[str], points: list[tuple[float, float]]
     front = pareto_front(points)
     models = list(dict.fromkeys(label.split(" @ ")[0] for label in labels))
     conditions = list(dict.fromkeys(label.partition(" @ ")[2] for label in labels))
+    colors = COLORS if len(models) <= len(COLORS) else list(plt.get_cmap("tab20").colors)
     fig, ax = plt.subplots(figsize=(9, 5))
     for (tokens, acc), label, best in zip(points, labels, front):
         model, _, condition = label.partition(" @ ")
-        color = COLORS[models.index(model) % len(COLORS)]
+        color = colors[models.index(model) % len(colors)]
         ax.scatter([tokens], [100 * acc], s=56, marker=MARKERS[conditions.index(condition) % len(MARKERS)],
                    facecolors=color if best else "none", edgecolors=color, linewidths=1.5, zorder=3,
                    label=label + (" (front)" if best else ""))

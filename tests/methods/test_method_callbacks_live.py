@@ -24,7 +24,7 @@ def _metrics(root: Path, name: str) -> list[dict]:
 def test_cap_schedule_shrinks_the_generation_cap_every_round(tmp_path):
     # A random model rarely samples EOS, so most rollouts run to the cap in force.
     config = config_in(tmp_path, "compare/demo/thinkprune.yaml",
-                       **{"caps: [128, 96, 64], every_n_steps: 25": "caps: [24, 16, 8], every_n_steps: 2"})
+                       **{"caps: [64, 48, 40], every_n_steps: 25": "caps: [24, 16, 8], every_n_steps: 2"})
     cli = fit(config, *TINY, "--trainer.max_steps", "5")
     rows = _metrics(tmp_path, "thinkprune")
     assert [float(r["thinkprune/cap"]) for r in rows] == [24, 24, 16, 16, 8]
