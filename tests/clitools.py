@@ -10,6 +10,13 @@ from lapo_lightning.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def training_configs() -> list[Path]:
+    """Every shipped ``lapo fit`` config: configs/**/*.yaml except the ``lapo eval`` configs
+    (eval*.yaml) and the ``lapo compare`` phase lists (configs/compare/*.yaml)."""
+    return sorted(p for p in (ROOT / "configs").rglob("*.yaml")
+                  if not p.name.startswith("eval") and p.parent != ROOT / "configs" / "compare")
+
+
 def config_in(tmp_path: Path, name: str, **replace: str) -> Path:
     """Copy ``configs/<name>`` into tmp_path with every ``runs/...`` output redirected there.
 

@@ -12,12 +12,12 @@ import pytest
 from lapo_lightning.cli import build_cli
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.sft import SFTDataModule, SFTModule
+from tests.clitools import training_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 # eval*.yaml files configure `lapo eval` (EvalModule), not training: tests/evaluation/test_eval_configs.py;
 # configs/compare/*.yaml configure `lapo compare` (a list of phases): tests/compare/test_compare_config.py.
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml")
-                 if not p.name.startswith("eval") and p.parent != ROOT / "configs" / "compare")
+CONFIGS = training_configs()
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
