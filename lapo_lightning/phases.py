@@ -6,6 +6,12 @@ finishes leaves a marker file (its time, and whether it was a smoke run) in its 
 (the exported model for ``fit``, the report folder for ``eval``), and a later call skips every
 phase whose marker is there, so an interrupted chain resumes where it stopped. A full run never
 trusts a marker that only a smoke run (a few steps per phase) left.
+
+A training phase that was started but never finished (killed, crashed, Ctrl-C) continues from
+its last checkpoint: the next call passes ``--ckpt_path last`` (which starts at step 0 when the
+phase saved no checkpoint yet). Only a phase started in the same mode is continued: a full run
+never resumes a smoke run's checkpoint, nor the reverse. ``lapo eval`` phases resume from their
+own records anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Callable
 import yaml
 
 MARKER = ".lapo-demo-done"
+STARTED = ".lapo-phase-started"  # in the output folder while a phase runs; removed when it finishes
 COMMANDS = ("fit", "eval")
 # A few steps per phase: checks the plumbing of a chain, not the method (what CI runs).
 RL_SMOKE = ("--trainer.max_steps", "2", "--data.problems_per_step", "8", "--data.max_problems", "16")
@@ -43,8 +50,9 @@ class Phase:
             raise ValueError(f"{self.config}: phase {self.name!r} needs {section}.{key} (where its output and "
                              "finished-marker go)") from None
 
-    def args(self, smoke: bool) -> list[str]:
-        return [self.command, "--config", str(self.config), *(self.smoke if smoke else ())]
+    def args(self, smoke: bool, resume: bool = False) -> list[str]:
+        return [self.command, "--config", str(self.config), *(self.smoke if smoke else ()),
+                *(("--ckpt_path", "last") if resume else ())]
 
 
 def marker(folder: Path) -> dict | None:
@@ -58,14 +66,21 @@ def is_done(folder: Path, smoke: bool) -> bool:
     return done is not None and (smoke or not done.get("smoke", False))
 
 
-def run_phase(phase: Phase, smoke: bool) -> None:
+def interrupted(folder: Path, smoke: bool) -> bool:
+    """True when a run in the same mode (smoke or full) started the phase writing ``folder`` and
+    did not finish it."""
+    path = folder / STARTED
+    return path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("smoke") == smoke
+
+
+def run_phase(phase: Phase, smoke: bool, resume: bool = False) -> None:
     from lapo_lightning.cli import main
 
-    main(phase.args(smoke))
+    main(phase.args(smoke, resume))
 
 
 def run_phases(phases: list[Phase], smoke: bool = False, log: Callable[[str], None] = print,
-               runner: Callable[[Phase, bool], None] | None = None) -> dict[str, float]:
+               runner: Callable[[Phase, bool, bool], None] | None = None) -> dict[str, float]:
     """Run (or skip, when finished earlier) every phase in order; returns name -> seconds of
     the phases this call ran. ``runner`` defaults to :func:`run_phase` (tests replace it)."""
     runner = runner or run_phase
@@ -75,12 +90,17 @@ def run_phases(phases: list[Phase], smoke: bool = False, log: Callable[[str], No
         if is_done(out, smoke):
             log(f"[{i}/{len(phases)}] {phase.name}: done earlier ({out}), skipped")
             continue
-        log(f"[{i}/{len(phases)}] {phase.name}: {phase.what}\n    lapo " + " ".join(phase.args(smoke)))
-        t0 = time.perf_counter()
-        runner(phase, smoke)
-        seconds[phase.name] = time.perf_counter() - t0
+        resume = phase.command == "fit" and interrupted(out, smoke)
+        log(f"[{i}/{len(phases)}] {phase.name}: {phase.what}" + (" (interrupted earlier: continuing from its last "
+            "checkpoint)" if resume else "") + "\n    lapo " + " ".join(phase.args(smoke, resume)))
         out.mkdir(parents=True, exist_ok=True)
+        (out / STARTED).write_text(json.dumps({"phase": phase.name, "smoke": smoke}) + "\n", encoding="utf-8")
+        t0 = time.perf_counter()
+        runner(phase, smoke, resume)
+        seconds[phase.name] = time.perf_counter() - t0
+        out.mkdir(parents=True, exist_ok=True)  # an export replaces the folder: the started-marker goes with it
         (out / MARKER).write_text(json.dumps({"phase": phase.name, "seconds": round(seconds[phase.name], 1),
                                               "smoke": smoke}) + "\n", encoding="utf-8")
+        (out / STARTED).unlink(missing_ok=True)
         log(f"    {phase.name} finished in {seconds[phase.name]:.0f} s")
     return seconds
