@@ -78,13 +78,19 @@ def problem(path: str | os.PathLike) -> str | None:
     return f"corrupt archive (bad data in {broken})" if broken else None
 
 
-def last_good(folder: Path, exclude: Path | None = None) -> Path | None:
-    """The newest ``*.ckpt`` in ``folder`` that is a whole archive."""
-    candidates = [p for p in folder.glob("*.ckpt") if exclude is None or p.resolve() != exclude.resolve()]
-    for path in sorted(candidates, key=lambda p: (p.stat().st_mtime, p.name), reverse=True):
+def newest_whole(paths) -> Path | None:
+    """The most recently written of ``paths`` that is a whole checkpoint archive (None when none
+    is): a file cut short by a kill is passed over for the one before it."""
+    existing = {Path(p) for p in paths if Path(p).is_file()}
+    for path in sorted(existing, key=lambda p: (p.stat().st_mtime_ns, str(p)), reverse=True):
         if problem(path) is None:
             return path
     return None
+
+
+def last_good(folder: Path, exclude: Path | None = None) -> Path | None:
+    """The newest whole ``*.ckpt`` in ``folder`` (other than ``exclude``)."""
+    return newest_whole(p for p in folder.glob("*.ckpt") if exclude is None or p.resolve() != exclude.resolve())
 
 
 def _unusable(path: Path, why: str) -> CheckpointError:

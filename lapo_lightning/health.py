@@ -71,10 +71,12 @@ def newest_checkpoint(trainer) -> str | None:
 
     Looks at each callback's ``last_model_path`` and ``best_model_path`` and at the ``.ckpt``
     files in its ``dirpath`` (those of an earlier run in the same folder count: a resumed run
-    keeps writing there), and returns the existing file modified last, or None. Checkpoints
-    are never written with non-finite weights (``GRPOModule.on_save_checkpoint``), so the
-    newest one is the last good one.
+    keeps writing there), and returns the newest whole archive
+    (:func:`lapo_lightning.checkpointing.newest_whole`), or None. Checkpoints are never written
+    with non-finite weights (``GRPOModule.on_save_checkpoint``), so that one is the last good one.
     """
+    from lapo_lightning.checkpointing import newest_whole
+
     candidates: set[Path] = set()
     for callback in getattr(trainer, "checkpoint_callbacks", None) or []:
         for attr in ("last_model_path", "best_model_path"):
@@ -83,8 +85,8 @@ def newest_checkpoint(trainer) -> str | None:
         dirpath = getattr(callback, "dirpath", None)
         if dirpath and Path(dirpath).is_dir():
             candidates.update(Path(dirpath).glob("*.ckpt"))
-    existing = [p for p in candidates if p.is_file()]
-    return str(max(existing, key=lambda p: (p.stat().st_mtime_ns, str(p)))) if existing else None
+    good = newest_whole(candidates)
+    return str(good) if good else None
 
 
 def nonfinite_stop_message(streak: int, first_step: int, last_step: int, checkpoint: str | None,

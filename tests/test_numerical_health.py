@@ -52,13 +52,17 @@ def test_group_health_counts_groups_without_signal():
     assert counts == {"all_truncated": 1, "all_wrong": 1, "all_correct": 1, "zero_spread": 2}
 
 
-def test_newest_checkpoint_is_the_latest_file_of_any_checkpoint_callback(tmp_path):
+def test_newest_checkpoint_is_the_latest_whole_file_of_any_checkpoint_callback(tmp_path):
     assert newest_checkpoint(SimpleNamespace(checkpoint_callbacks=[])) is None
-    old, new = tmp_path / "step=1.ckpt", tmp_path / "step=2.ckpt"
-    for i, path in enumerate((old, new)):
-        path.write_bytes(b"x")
+    old, new, cut = tmp_path / "step=1.ckpt", tmp_path / "step=2.ckpt", tmp_path / "step=3.ckpt"
+    for i, path in enumerate((old, new, cut)):
+        torch.save({"step": i}, path)
         os.utime(path, ns=(time.time_ns(), time.time_ns() + i * 10**9))
     callback = SimpleNamespace(last_model_path="", best_model_path=str(old), dirpath=str(tmp_path))
+    assert newest_checkpoint(SimpleNamespace(checkpoint_callbacks=[callback])) == str(cut)
+    stamp = cut.stat().st_mtime_ns
+    cut.write_bytes(cut.read_bytes()[:40])  # killed mid-write: the newest file is not a whole archive
+    os.utime(cut, ns=(stamp, stamp))
     assert newest_checkpoint(SimpleNamespace(checkpoint_callbacks=[callback])) == str(new)
     gone = SimpleNamespace(last_model_path=str(tmp_path / "missing.ckpt"), best_model_path="", dirpath=None)
     assert newest_checkpoint(SimpleNamespace(checkpoint_callbacks=[gone])) is None
