@@ -69,8 +69,23 @@ def quiet() -> None:
             logger.addFilter(_NoProductTips())
 
 
+COMMANDS = """usage: lapo COMMAND [options]    (lapo COMMAND --help for its options)
+
+commands:
+  fit      train: lapo fit --config configs/stage1.yaml (LightningCLI; also validate, test, predict)
+  eval     evaluate models on benchmarks, one report: lapo eval --config configs/eval.yaml
+  answer   answer one question with a trained adapter: lapo answer --adapter DIR "question"
+  table    summarise a stage-1 length table: lapo table runs/stage1/length_table.json
+  demo     the whole LAPO pipeline on a laptop CPU, offline: lapo demo
+  compare  length-control methods side by side, one report: lapo compare --config configs/compare/demo.yaml
+"""
+
+
 def main(args: list[str] | None = None) -> LapoCLI | None:
     argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] in ([], ["-h"], ["--help"]):  # the commands, not only LightningCLI's fit/validate/test/predict
+        print(COMMANDS, end="")
+        raise SystemExit(0 if argv else 2)
     quiet()
     if argv[:1] == ["table"]:
         from lapo_lightning.length_table import main as table_main

@@ -205,3 +205,16 @@ def test_lapo_table_prints_a_summary(tmp_path, capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "2 problems" in out and "1 solved" in out
+
+
+def test_lapo_help_lists_every_command(capsys):
+    from lapo_lightning.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == COMMANDS
+    for command in ("fit", "eval", "answer", "table", "demo", "compare"):
+        assert f"\n  {command} " in COMMANDS
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 2
