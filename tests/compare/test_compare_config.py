@@ -105,3 +105,30 @@ def test_cli_exits_2_with_one_line_per_problem(tmp_path, capsys):
     path = _write(tmp_path, "[1, 2]\n")
     assert main(["--config", str(path)]) == 2
     assert "expected a mapping with report_dir and phases" in capsys.readouterr().err
+
+
+# What a method config may change from the config it is compared against: its reward, its
+# callbacks, its prompt and where it writes. Anything else (learning rate, steps, G, cap, data)
+# would make the comparison unfair, so it must stay in step when the reference config changes.
+METHOD_KEYS = {("model", "rewards"), ("model", "prompt"), ("trainer", "callbacks"), ("trainer", "default_root_dir"),
+               ("trainer", "logger"), ("export",)}
+
+
+def _shared_settings(path: Path, allowed=METHOD_KEYS) -> dict:
+    config = yaml.safe_load(path.read_text())
+    for key in allowed:
+        section = config
+        for part in key[:-1]:
+            section = section.get(part, {})
+        section.pop(key[-1], None)
+    return config
+
+
+@pytest.mark.parametrize("folder, reference", [("demo", "demo/acc_only.yaml"), ("real", "stage1.yaml")])
+def test_method_configs_differ_from_their_reference_only_in_the_method(folder, reference):
+    methods = sorted(p for p in (ROOT / "configs/compare" / folder).glob("*.yaml") if not p.name.startswith("eval"))
+    assert len(methods) >= 7
+    for path in methods:  # ThinkPrune's demo cap starts at its schedule's first cap
+        allowed = METHOD_KEYS | ({("model", "generation", "max_new_tokens")} if path.stem == "thinkprune" else set())
+        shared = _shared_settings(ROOT / "configs" / reference, allowed)
+        assert {"model", "data", "trainer"} <= set(shared) and _shared_settings(path, allowed) == shared, path.name
