@@ -6,8 +6,8 @@ eval``) and writes into the comparison's report folder:
 
 - ``report.md``: per benchmark, one row per (model, budget condition): Pass@1, mean generated
   tokens, mean tokens per difficulty level, truncation rate, the stated budget and the budget
-  adherence mean |L - n| where the prompt stated one, and whether the row is on the Pareto
-  front; then the time each phase took;
+  adherence mean |L - n| where the prompt stated one (or, without one, where the model stated
+  its own), and whether the row is on the Pareto front; then the time each phase took;
 - ``pareto_<benchmark>.png``: accuracy against tokens with the front marked;
 - ``compare.json``: the same numbers for scripts.
 """
@@ -55,6 +55,16 @@ def _num(value, fmt: str, scale: float = 1.0) -> str:
     return format(scale * value, fmt)
 
 
+def budget_cells(row: dict) -> tuple[str, str]:
+    """(Budget n, |L - n|): the budget the prompt stated; without one, the budget the model
+    stated itself (LAPO stage 2 writes it after <think>) with the share of samples that did."""
+    if row.get("budget_mean") is not None:
+        return _num(row["budget_mean"], ".0f"), _num(row.get("budget_abs_error"), ".1f")
+    if row.get("own_budget_rate"):
+        return f"own ({100 * row['own_budget_rate']:.0f}%)", _num(row.get("own_budget_abs_error"), ".1f")
+    return "–", "–"
+
+
 def benchmark_table(rows: list[dict]) -> list[str]:
     """Markdown lines of one benchmark's table (rows already marked with ``pareto``)."""
     levels = sorted({lv for r in rows for lv in r.get("by_level", {})}, key=lambda lv: (len(lv), lv))
@@ -65,8 +75,7 @@ def benchmark_table(rows: list[dict]) -> list[str]:
         by_level = r.get("by_level", {})
         cells = [f"`{r['label']}`", _num(r["pass@1"], ".1f", 100), _num(r["tokens_mean"], ".1f"),
                  *(_num(by_level.get(lv, {}).get("tokens_mean"), ".1f") for lv in levels),
-                 _num(r.get("truncation_rate"), ".1f", 100), _num(r.get("budget_mean"), ".0f"),
-                 _num(r.get("budget_abs_error"), ".1f"), "yes" if r["pareto"] else ""]
+                 _num(r.get("truncation_rate"), ".1f", 100), *budget_cells(r), "yes" if r["pareto"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -101,7 +110,8 @@ def write_report(folder: Path, report_dirs: list[Path], timings: dict[str, dict]
         lines += [f"## {bench}: {first['problems']} problems, {first['samples_per_problem']} samples each, "
                   f"temperature {first['temperature']}", "",
                   "Pass@1 = mean accuracy over the samples; #Tok = mean generated tokens (L1-L4: per difficulty "
-                  "level); Budget n and |L - n| only where the prompt stated a budget; Pareto = no other row has "
+                  "level); Budget n and |L - n| where the prompt stated a budget, or \"own\" where the model stated one "
+                  "itself (with the share of samples that did); Pareto = no other row has "
                   "fewer or equal tokens and higher or equal Pass@1.", "", *benchmark_table(group), "",
                   f"![accuracy vs tokens](pareto_{bench}.png)", ""]
         plots[bench] = draw_pareto(folder / f"pareto_{bench}.png", [r["label"] for r in group],

@@ -32,6 +32,7 @@ class Outcomes:
     group_index: Tensor  # [N] long, which problem of this update each sample answers
     levels: Tensor  # [N] long, difficulty level; 0 = none
     budgets: Tensor  # [N] float, budget stated in the prompt; NaN = none
+    own_budgets: Tensor  # [N] float, budget the completion states itself (no prompt budget); NaN = none
 
     def to(self, device) -> Outcomes:
         return Outcomes(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
@@ -132,6 +133,23 @@ class BudgetAbsError(SampleMean):
         return (o.lengths.double() - torch.nan_to_num(o.budgets).double()).abs(), stated
 
 
+class OwnBudgetRate(SampleMean):
+    """Share of the samples whose prompt stated no budget that state one themselves (a LAPO
+    stage-2 model writes "I will answer the question with n tokens." after ``<think>``)."""
+
+    def select(self, o: Outcomes) -> tuple[Tensor, Tensor]:
+        return (~torch.isnan(o.own_budgets)).double(), torch.isnan(o.budgets)
+
+
+class OwnBudgetAbsError(SampleMean):
+    """Adherence to a self-stated budget: mean ``|L - n|`` over samples that stated their own n
+    (L counts the whole completion, the budget sentence included)."""
+
+    def select(self, o: Outcomes) -> tuple[Tensor, Tensor]:
+        stated = ~torch.isnan(o.own_budgets)
+        return (o.lengths.double() - torch.nan_to_num(o.own_budgets).double()).abs(), stated
+
+
 class PassAtK(Metric):
     """Unbiased pass@k averaged over problems; every update must hold whole problems."""
 
@@ -219,6 +237,7 @@ class BenchmarkMetrics(torch.nn.Module):
             "tokens_mean": MeanTokens(), "tokens_correct_mean": MeanTokens(correct_only=True),
             "truncation_rate": TruncationRate(), "unparseable_rate": UnparseableRate(),
             "budget_mean": MeanBudget(), "budget_abs_error": BudgetAbsError(),
+            "own_budget_rate": OwnBudgetRate(), "own_budget_abs_error": OwnBudgetAbsError(),
         })
         self.scalars = torch.nn.ModuleDict(scalars)
         self.counts = ProblemCount()

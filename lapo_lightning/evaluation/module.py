@@ -23,7 +23,7 @@ from lapo_lightning.evaluation.data import EvalBatch
 from lapo_lightning.evaluation.metrics import BenchmarkMetrics
 from lapo_lightning.evaluation.models import ModelSpec, check_models, evaluation_prompt, load_for_eval
 from lapo_lightning.evaluation.records import RecordStore, SampleRecord, to_outcomes
-from lapo_lightning.prompts import PromptTemplate, opens_think
+from lapo_lightning.prompts import PromptTemplate, opens_think, parse_budget
 from lapo_lightning.rollout import GenerationConfig, HFGenerate, Sampler
 from lapo_lightning.types import ProblemBatch
 from lapo_lightning.verify import MathVerifier, Verifier, extract_answer
@@ -178,7 +178,8 @@ class EvalModule(pl.LightningModule):
                 model=self.current.name, condition=batch.condition, benchmark=batch.benchmark,
                 problem_id=sub.problem_ids[owner], sample=samples[i], answer=answers[i],
                 correct=bool(verdict.correct[i]), parsed=bool(verdict.parsed[i]), length=int(lengths[i]),
-                truncated=bool(truncated[i]), budget=sub.budgets[owner], level=batch.levels[rows[owner]],
+                truncated=bool(truncated[i]), budget=sub.budgets[owner],
+                own_budget=parse_budget(text) if sub.budgets[owner] is None else None, level=batch.levels[rows[owner]],
                 gold=sub.answers[owner], text=text if self.save_texts else None,
             )
             for i, (owner, text) in enumerate(zip(owners, rollouts.texts))

@@ -40,6 +40,7 @@ class SampleRecord:
     length: int  # generated tokens, incl. EOS (as in training)
     truncated: bool  # hit max_new_tokens without finishing
     budget: int | None = None  # budget stated in the prompt; None = no budget sentence
+    own_budget: int | None = None  # budget the completion states itself ("I will answer ... n tokens.")
     level: int | None = None  # difficulty level, when the benchmark has one
     gold: str | None = None  # the benchmark's reference answer, to read next to `answer` (None in older records)
     text: str | None = None  # the completion (omitted when EvalModule.save_texts is false)
@@ -122,4 +123,6 @@ def to_outcomes(records: list[SampleRecord]) -> Outcomes:
         levels=torch.tensor([r.level or 0 for r in records], dtype=torch.long),
         budgets=torch.tensor([float("nan") if r.budget is None else float(r.budget) for r in records],
                              dtype=torch.float32),
+        own_budgets=torch.tensor([float("nan") if r.own_budget is None else float(r.own_budget) for r in records],
+                                 dtype=torch.float32),
     )

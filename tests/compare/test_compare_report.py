@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lapo_lightning.compare.report import collect_rows, row_label, write_report
+from lapo_lightning.compare.report import budget_cells, collect_rows, row_label, write_report
 
 
 def _result(model, condition, acc, tokens, budget=None, abs_error=None, levels=(10.0, 20.0)):
@@ -63,3 +63,12 @@ def test_report_table_marks_the_front_and_times_every_phase(tmp_path):
     saved = json.loads((tmp_path / "report" / "compare.json").read_text())
     assert [r["pareto"] for r in saved["rows"]] == [False, True, True, False]
     assert saved["timings"]["kimi"]["seconds"] == 120.4
+
+
+def test_budget_cells_prefer_the_prompt_budget_then_the_models_own():
+    stated = _result("l1", "16", 0.5, 30.0, budget=16, abs_error=14.0)
+    assert budget_cells(stated) == ("16", "14.0")
+    own = {**_result("lapo", "none", 0.5, 30.0), "own_budget_rate": 0.875, "own_budget_abs_error": 6.25}
+    assert budget_cells(own) == ("own (88%)", "6.2")
+    silent = {**_result("kimi", "none", 0.5, 30.0), "own_budget_rate": 0.0, "own_budget_abs_error": None}
+    assert budget_cells(silent) == ("–", "–") == budget_cells(_result("old-report", "none", 0.5, 30.0))

@@ -18,7 +18,8 @@ from lapo_lightning.evaluation.metrics import (
 NAN = float("nan")
 
 
-def outcomes(correct, lengths, groups, truncated=None, parsed=None, levels=None, budgets=None) -> Outcomes:
+def outcomes(correct, lengths, groups, truncated=None, parsed=None, levels=None, budgets=None,
+             own_budgets=None) -> Outcomes:
     n = len(correct)
     return Outcomes(
         correct=torch.tensor(correct, dtype=torch.bool),
@@ -28,6 +29,7 @@ def outcomes(correct, lengths, groups, truncated=None, parsed=None, levels=None,
         group_index=torch.tensor(groups),
         levels=torch.tensor(levels or [0] * n),
         budgets=torch.tensor(budgets or [NAN] * n),
+        own_budgets=torch.tensor(own_budgets or [NAN] * n),
     )
 
 
@@ -127,3 +129,18 @@ def test_benchmark_metrics_compute_is_plain_json():
     assert out["pass@4"] == pytest.approx(1.0) and out["budget_abs_error"] is None  # no budget stated: None
     assert out["by_level"] == {"2": {"samples": 4, "pass@1": 0.5, "tokens_mean": 25.0},
                                "5": {"samples": 4, "pass@1": 0.25, "tokens_mean": 65.0}}
+
+
+def test_own_budget_rate_and_adherence_count_only_samples_without_a_prompt_budget():
+    # 4 samples: two with no prompt budget state their own (40 -> |50 - 40| = 10, 30 -> |20 - 30| = 10),
+    # one states none, one had its budget in the prompt (never counted as its own).
+    o = outcomes(correct=[1, 1, 0, 1], lengths=[50, 20, 70, 33], groups=[0, 0, 0, 0],
+                 budgets=[NAN, NAN, NAN, 32.0], own_budgets=[40.0, 30.0, NAN, NAN])
+    metrics = BenchmarkMetrics(4)
+    metrics.update(o)
+    out = metrics.compute()
+    assert out["own_budget_rate"] == pytest.approx(2 / 3) and out["own_budget_abs_error"] == pytest.approx(10.0)
+    assert out["budget_abs_error"] == pytest.approx(1.0)
+    none = BenchmarkMetrics(2)
+    none.update(outcomes(correct=[1, 0], lengths=[5, 6], groups=[0, 0], budgets=[1.0, 2.0]))
+    assert none.compute()["own_budget_rate"] is None and none.compute()["own_budget_abs_error"] is None

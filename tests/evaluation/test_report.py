@@ -18,7 +18,7 @@ import torch
 
 from lapo_lightning.evaluation import Benchmark, BenchmarkDataModule, EvalError, EvalModule, ModelSpec, run_evaluation
 from lapo_lightning.length_table import LengthEntry, LengthTable
-from lapo_lightning.prompts import parse_budget
+from lapo_lightning.prompts import parse_budget, render_budget
 from lapo_lightning.rollout import GenerationConfig, Sampler
 from lapo_lightning.types import RolloutBatch
 
@@ -205,3 +205,24 @@ def test_report_folder_made_with_other_settings_is_refused(tmp_path):
     evaluate(tmp_path, ScriptedSampler())
     with pytest.raises(EvalError, match=r"model.report_dir.*generation"):
         evaluate(tmp_path, ScriptedSampler(), cap=50)
+
+
+class StatesItsOwnBudget(ScriptedSampler):
+    """SCRIPT's completions, each opened with the stage-2 sentence a LAPO model writes itself."""
+
+    def sample(self, *args, **kwargs) -> RolloutBatch:
+        batch = super().sample(*args, **kwargs)
+        batch.texts = [render_budget(25) + " " + text for text in batch.texts]
+        return batch
+
+
+def test_a_budget_the_model_states_itself_is_recorded_and_measured(tmp_path):
+    rows, _ = evaluate(tmp_path / "report", StatesItsOwnBudget(), budgets=("none", 20))
+    by_condition = {r["condition"]: r for r in rows}
+    lengths = [length for script in SCRIPT.values() for _, length in script]
+    assert by_condition["none"]["own_budget_rate"] == 1.0
+    assert by_condition["none"]["own_budget_abs_error"] == pytest.approx(sum(abs(x - 25) for x in lengths) / 20)
+    # With a budget in the prompt the model's own sentence is not its budget: only |L - 20| counts.
+    assert by_condition["20"]["own_budget_rate"] is None and by_condition["20"]["own_budget_abs_error"] is None
+    records = [json.loads(line) for line in (tmp_path / "report" / "samples.jsonl").read_text().splitlines()]
+    assert {(r["condition"], r["own_budget"]) for r in records} == {("none", 25), ("20", None)}
