@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from lapo_lightning.algo import zero_spread_groups
+from lapo_lightning.checkpointing import newest_whole
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -75,8 +76,6 @@ def newest_checkpoint(trainer) -> str | None:
     (:func:`lapo_lightning.checkpointing.newest_whole`), or None. Checkpoints are never written
     with non-finite weights (``GRPOModule.on_save_checkpoint``), so that one is the last good one.
     """
-    from lapo_lightning.checkpointing import newest_whole
-
     candidates: set[Path] = set()
     for callback in getattr(trainer, "checkpoint_callbacks", None) or []:
         for attr in ("last_model_path", "best_model_path"):

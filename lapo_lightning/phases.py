@@ -17,6 +17,7 @@ own records anyway.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,13 @@ class Phase:
     def args(self, smoke: bool, resume: bool = False) -> list[str]:
         return [self.command, "--config", str(self.config), *(self.smoke if smoke else ()),
                 *(("--ckpt_path", "last") if resume else ())]
+
+
+def stay_offline() -> None:
+    """Every phase of a chain runs on files built locally: never let a library wait on the hub
+    (a user's own HF_HUB_OFFLINE / HF_DATASETS_OFFLINE setting wins)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def marker(folder: Path) -> dict | None:

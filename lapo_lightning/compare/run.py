@@ -24,7 +24,6 @@ few problems for ``eval`` phases.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from lapo_lightning.phases import COMMANDS, EVAL_SMOKE, RL_SMOKE, Phase, marker, run_phases
+from lapo_lightning.phases import COMMANDS, EVAL_SMOKE, RL_SMOKE, Phase, marker, run_phases, stay_offline
 
 _TOP_KEYS = ("title", "report_dir", "notes", "phases")
 _PHASE_KEYS = ("name", "command", "config", "what", "smoke")
@@ -150,8 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     except CompareConfigError as error:
         print("lapo compare: the config has problems:", *error.problems, sep="\n  ", file=sys.stderr)
         return 2
-    # Everything is built locally: never let a library wait on the hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    stay_offline()
     run_compare(config, args.smoke)
     return 0

@@ -15,11 +15,10 @@ run never skips a phase that only a smoke run finished.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-from lapo_lightning.phases import EVAL_SMOKE, RL_SMOKE, Phase, run_phases
+from lapo_lightning.phases import EVAL_SMOKE, RL_SMOKE, Phase, run_phases, stay_offline
 
 # (name, command, file under the configs folder, what it does, extra arguments in smoke mode)
 PHASES = (
@@ -67,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="configs/demo", help="folder holding the phase configs")
     parser.add_argument("--smoke", action="store_true", help="a few steps per phase (checks the plumbing, not LAPO)")
     args = parser.parse_args(argv)
-    # Everything is built locally: never let a library wait on the hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    stay_offline()
     run_demo(args.configs, args.smoke)
     return 0
