@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -36,3 +37,9 @@ def config_in(tmp_path: Path, name: str, **replace: str) -> Path:
 def fit(config: Path, *extra: str):
     """``lapo fit --config <config> [extra...]``; returns the LightningCLI object."""
     return main(["fit", "--config", str(config), *extra])
+
+
+def step_metrics(cli) -> list[dict]:
+    """The per-step rows (those that logged ``length/mean``) of a finished fit's metrics.csv."""
+    with open(Path(cli.trainer.log_dir) / "metrics.csv") as f:
+        return [row for row in csv.DictReader(f) if row.get("length/mean")]

@@ -4,21 +4,13 @@ sampler obeys step by step, and L1Targets states a target in every prompt (its c
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
 
-from tests.clitools import config_in, fit
+from tests.clitools import config_in, fit, step_metrics
 
 pytestmark = pytest.mark.slow
 TINY = ("--model.policy.model", "tiny:llama-h64-l2-n", "--trainer.log_every_n_steps", "1",
         "--data.problems_per_step", "8", "--data.max_problems", "40")
-
-
-def _metrics(root: Path, name: str) -> list[dict]:
-    (path,) = (root / "runs" / "compare" / name).glob("version_*/metrics.csv")
-    return [row for row in csv.DictReader(path.open()) if row.get("length/mean")]
 
 
 def test_cap_schedule_shrinks_the_generation_cap_every_round(tmp_path):
@@ -26,7 +18,7 @@ def test_cap_schedule_shrinks_the_generation_cap_every_round(tmp_path):
     config = config_in(tmp_path, "compare/demo/thinkprune.yaml",
                        **{"caps: [64, 48, 40], every_n_steps: 25": "caps: [24, 16, 8], every_n_steps: 2"})
     cli = fit(config, *TINY, "--trainer.max_steps", "5")
-    rows = _metrics(tmp_path, "thinkprune")
+    rows = step_metrics(cli)
     assert [float(r["thinkprune/cap"]) for r in rows] == [24, 24, 16, 16, 8]
     for row, cap in zip(rows, [24, 24, 16, 16, 8]):
         assert 0.75 * cap < float(row["length/mean"]) <= cap and float(row["length/truncation_rate"]) > 0.5
@@ -36,6 +28,6 @@ def test_cap_schedule_shrinks_the_generation_cap_every_round(tmp_path):
 
 def test_l1_targets_state_a_budget_in_every_training_prompt(tmp_path):
     config = config_in(tmp_path, "compare/demo/l1_max.yaml", **{"max_new_tokens: 128": "max_new_tokens: 24"})
-    fit(config, *TINY, "--trainer.max_steps", "2")  # L1Max(missing: error) raises on a prompt without one
-    rows = _metrics(tmp_path, "l1_max")
+    # L1Max(missing: error) raises on the first prompt without a target.
+    rows = step_metrics(fit(config, *TINY, "--trainer.max_steps", "2"))
     assert len(rows) == 2 and all(float(r["reward/l1_max"]) == 0.0 for r in rows)  # random model: never correct

@@ -9,11 +9,9 @@ Run: pytest tests/real -q
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 
-from clitools import ROOT, config_in, fit
+from clitools import ROOT, config_in, fit, step_metrics
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 SMALL = ("--trainer.max_steps", "3", "--data.max_problems", "6", "--data.problems_per_step", "2",
@@ -36,10 +34,9 @@ def _method_run(tmp_path, callback: str, rewards: str, *extra: str) -> list[dict
     """configs/real/smollm2_stage1.yaml with LAPO's callback and rewards replaced; the logged rows."""
     config = config_in(tmp_path, "real/smollm2_stage1.yaml", **{LAPO_CALLBACK % tmp_path: callback,
                                                                  LAPO_REWARDS: rewards})
-    fit(config, *SMALL, *extra)
+    cli = fit(config, *SMALL, *extra)
     assert (tmp_path / "runs/real/stage1/adapter/adapter_model.safetensors").is_file()
-    (metrics,) = (tmp_path / "runs/real/stage1").glob("version_*/metrics.csv")
-    return [row for row in csv.DictReader(metrics.open()) if row.get("length/mean")]
+    return step_metrics(cli)
 
 
 def test_l1_max_states_a_target_in_the_real_chat_prompt(smollm2, tmp_path):
