@@ -16,6 +16,8 @@ from typing import Literal
 
 import torch
 
+from lapo_lightning.algo import DEFAULT_CHUNK_TOKENS
+
 Aggregation = Literal["token_mean", "sequence_mean", "constant"]
 
 MIN_TRAIN_NEW_TOKENS = 8
@@ -61,6 +63,9 @@ class GRPOConfig:
     """Added to the group std in the advantage denominator."""
     shared_prefix: bool = True
     """Training/reference forwards run each group's prompt once (same loss); false = plain padded forward."""
+    logprob_chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    """Positions whose logits exist at once in the log-prob passes (the full-vocabulary logits of a
+    micro-batch never do); the default suits any vocabulary and card, lower it only to save memory."""
 
     allow_negative_reward_weights: bool = False
     """Opt-in for rewards with ``weight < 0`` (a penalty); off, a negative weight is refused as a
@@ -88,6 +93,8 @@ class GRPOConfig:
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             problems.append(f"model.grpo.max_grad_norm: must be > 0, or null to disable clipping "
                             f"(got {self.max_grad_norm})")
+        if self.logprob_chunk_tokens < 1:
+            problems.append(f"model.grpo.logprob_chunk_tokens: must be >= 1 (got {self.logprob_chunk_tokens})")
         if self.adv_eps < 0:
             problems.append(f"model.grpo.adv_eps: must be >= 0 (got {self.adv_eps})")
         return problems

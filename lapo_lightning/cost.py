@@ -19,7 +19,7 @@ What it leaves out: the CUDA context (~0.3-0.5 GB), allocator fragmentation, the
 reference pass (a no-grad forward, smaller than the training one), the prefill's transient
 activations, and the rollout tensors themselves (ids, masks, log-probs: a few MB). The
 formulas follow what this code base runs (peft LoRA, bitsandbytes NF4, ``CompactDecode``,
-``token_logprobs``); each docstring says how it was checked. Calibration on CPU is in
+``head_logprobs``); each docstring says how it was checked. Calibration on CPU is in
 ``tests/test_cost.py`` and ``docs/performance.md`` ("Memory before the run"); none of it was
 measured on a GPU.
 
@@ -53,10 +53,10 @@ QUANT_TABLE_BYTES = {False: 16 * 4, True: 16 * 4 + 256 * 4 + 4}
 LORA_STATE_BYTES = 16  # per LoRA parameter: fp32 weight 4 + fp32 grad 4 + AdamW exp_avg/exp_avg_sq 8
 SAMPLER_COPIES = 8  # [rows, V] fp32 tensors alive while picking a token (see generation_bytes)
 SAVED_VALUE_BYTES = 4  # activations kept for backward are counted as fp32 (see training_activation_bytes)
-# Training logits, bytes at the backward peak (see logits_bytes), by the logits' dtype size:
-# per [rows, t, V] entry, and per [t, V] entry of the one row being worked on.
-LOGIT_ENTRY_BYTES = {4: 12, 2: 6}
-LOGIT_ROW_BYTES = {4: 32, 2: 32}
+# Bytes per entry of one chunk's [chunk, V] logits at the head's peak (see head_bytes), by the
+# head's dtype size; the second table for a trainable head (a LoRA on lm_head).
+CHUNK_ENTRY_BYTES = {4: 8, 2: 12}
+CHUNK_ENTRY_BYTES_TRAINABLE = {4: 16, 2: 16}
 
 
 class UnsupportedModel(ValueError):
@@ -185,13 +185,12 @@ def weight_bytes(shape: ModelShape, dtype: str, load_in_4bit: bool, double_quant
     absmax per 64 weights, stored as fp32 (4/64 = 0.0625 byte/param) or, with double
     quantization, as one uint8 per 64 plus one fp32 per 256 blocks (~0.0159 byte/param),
     and a few code tables per layer (:data:`QUANT_TABLE_BYTES`, ~1 KB).
-    The output head and the embeddings are not quantized, and peft's
-    ``prepare_model_for_kbit_training`` then casts every remaining bf16/fp16 parameter
-    (embeddings, head, norms, biases) to fp32, so all of those count 4 bytes (the first
-    forward casts the few biases back to the compute dtype; ignored).
-    Example (the stage-1 1.5B shape, tied, double quantization): 1,310,195,712 quantized
+    The output head and the embeddings are not quantized: every other parameter (embeddings,
+    head, norms, biases) stays in ``dtype``, except fp16, which ``load_policy`` upcasts to fp32
+    (:func:`activation_dtype_bytes`).
+    Example (the stage-1 1.5B shape, tied, double quantization, bf16): 1,310,195,712 quantized
     weights -> 655.1 MB packed + 20.5 + 0.3 MB block constants + 0.2 MB tables; 233,518,592
-    other parameters (embedding, norms, q/k/v biases) x 4 = 934.1 MB; total 1.61 GB.
+    other parameters (embedding, norms, q/k/v biases) x 2 = 467.0 MB; total 1.14 GB.
     Checked against the bytes of a real 4-bit model's tensors (tests/test_cost.py).
     """
     total = parameter_count(shape)
@@ -205,7 +204,8 @@ def weight_bytes(shape: ModelShape, dtype: str, load_in_4bit: bool, double_quant
     else:
         constants = 4 * blocks
     tables = QUANT_TABLE_BYTES[double_quant] * len(decoder_linears(shape))
-    return quantized // 2 + constants + tables + 4 * (total - quantized)
+    other = activation_dtype_bytes(dtype, load_in_4bit) * (total - quantized)
+    return quantized // 2 + constants + tables + other
 
 
 # ------------------------------------------------------------------ LoRA
@@ -253,11 +253,11 @@ def adapted_per_layer(shape: ModelShape, targets: list[str] | str) -> int:
 
 # ------------------------------------------------------------------ activations
 def activation_dtype_bytes(dtype: str, load_in_4bit: bool) -> int:
-    """Bytes per value of the residual stream, keys, values and logits. In 4-bit,
-    ``prepare_model_for_kbit_training`` casts the embeddings, norms and head to fp32, so all
-    of these are fp32 (the NF4 layers compute in ``bnb_compute_dtype`` but return their
-    input's dtype); otherwise ``dtype``. Checked on a loaded model (tests/test_cost.py)."""
-    return 4 if load_in_4bit else DTYPE_BYTES[dtype]
+    """Bytes per value of the residual stream, keys, values and logits: ``dtype``'s, except fp16
+    in 4-bit, where peft's ``prepare_model_for_kbit_training`` upcasts the embeddings, norms and
+    head to fp32 (``load_policy`` keeps bf16 and fp32 as they are; the NF4 layers return their
+    input's dtype). Checked on a loaded model (tests/test_cost.py)."""
+    return 4 if load_in_4bit and dtype == "float16" else DTYPE_BYTES[dtype]
 
 
 def kv_cache_bytes(shape: ModelShape, rows: int, tokens: int, value_bytes: int) -> int:
@@ -345,22 +345,23 @@ def training_activation_bytes(shape: ModelShape, rows: int, prompt: int, complet
     return shape.layers * layer + outside
 
 
-def logits_bytes(rows: int, completion_tokens: int, vocab: int, logit_bytes: int) -> int:
-    """Peak bytes of the training forward's logits and their gradient in backward.
+def head_bytes(rows: int, completion_tokens: int, shape: ModelShape, value_bytes: int, chunk_tokens: int,
+               head_trainable: bool = False) -> int:
+    """Peak bytes of the output head in a training micro-batch (``algo/head_logprobs.py``): one
+    chunk's logits and temporaries, plus two ``[rows * t, h]`` tensors (the saved gradient with
+    respect to the hidden states, and its product with the incoming gradient in backward).
 
-    The forward keeps only the completion positions' logits (``logits_to_keep``), [rows, t, V]
-    in the head's dtype; ``token_logprobs`` works one row at a time in fp32, and backward
-    builds the full gradient from row gradients: per entry the logits, their gradient and
-    one more copy (12 bytes in fp32), plus the temporaries of the row being worked on
-    (32 bytes per entry of one row). These constants are fitted to measurements, not derived:
-    peak RSS growth of a fresh CPU process running one shared-prefix training micro-batch
-    of a LoRA model (rows 2/4/8, t 128/256, V 32,000; the model's activations subtracted)
-    came out within -10%/+8% of them, with RSS noise of about 10%. bf16 logits (6 + 32) were
-    measured on ``token_logprobs`` alone (15-30% below this formula).
-    Example (stage 1: 4 rows x 4,096 tokens x 151,936, fp32):
-    (4 * 12 + 32) * 4,096 * 151,936 = 49.8e9 bytes.
+    Per entry of the ``[chunk, V]`` chunk, frozen head: fp32 logits and the log-sum-exp's
+    temporary (8 bytes); bf16 adds the bf16 logits and the bf16 copy of the softmax gradient
+    (12). A trainable head recomputes the chunk in backward with autograd's fp32 and head-dtype
+    gradients (16 either way). The full-vocabulary logits never exist, so ``rows`` and the cap
+    enter only through the hidden-size terms.
+    Example (stage 1: 4 rows x 4,096 tokens, h 1,536, V 151,936, bf16, chunk 512):
+    12 * 512 * 151,936 + 2 * 4 * 4,096 * 1,536 * 2 = 0.93e9 + 0.10e9 = 1.04e9 bytes.
     """
-    return (rows * LOGIT_ENTRY_BYTES[logit_bytes] + LOGIT_ROW_BYTES[logit_bytes]) * completion_tokens * vocab
+    per_entry = (CHUNK_ENTRY_BYTES_TRAINABLE if head_trainable else CHUNK_ENTRY_BYTES)[value_bytes]
+    chunk = min(chunk_tokens, rows * completion_tokens)
+    return per_entry * chunk * shape.vocab + 2 * rows * completion_tokens * shape.hidden * value_bytes
 
 
 # ------------------------------------------------------------------ the estimate
@@ -435,7 +436,7 @@ class CostEstimate:
             ("generation", f"KV cache {size(self.kv_cache_bytes)} GB + sampler {size(self.sampler_bytes)} GB",
              gb(self.generation_bytes)),
             ("training", f"micro-batch {self.micro_batch_size}, checkpointing {ckpt}: activations "
-                         f"{size(self.activation_bytes)} GB + logits {size(self.logits_bytes)} GB",
+                         f"{size(self.activation_bytes)} GB + output head {size(self.logits_bytes)} GB",
              gb(self.training_bytes)),
             ("peak", "weights + LoRA state + max(generation, training)", gb(self.peak_bytes)),
         ]
@@ -477,7 +478,8 @@ def estimate(shape: ModelShape, policy, grpo, generation, problems_per_step: int
         checkpointing=policy.gradient_checkpointing,
         activation_bytes=training_activation_bytes(shape, micro, prompt_tokens, cap, prompts, value_bytes, r,
                                                    adapted_per_layer(shape, targets), policy.gradient_checkpointing),
-        logits_bytes=logits_bytes(micro, cap, shape.vocab, value_bytes),
+        logits_bytes=head_bytes(micro, cap, shape, value_bytes, grpo.logprob_chunk_tokens,
+                                is_target("lm_head", targets)),
     )
 
 

@@ -24,13 +24,14 @@ import torch
 from torch import Tensor
 
 from lapo_lightning import run_identity
-from lapo_lightning.algo import group_advantages, grpo_loss, token_logprobs, zero_spread_groups
+from lapo_lightning.algo import group_advantages, grpo_loss, head_logprobs, zero_spread_groups
 from lapo_lightning.config import GRPOConfig, OptimConfig, kl_reference_problem
 from lapo_lightning.cost import check_before_loading
 from lapo_lightning.fast_rollout import CompactDecode
 from lapo_lightning.health import (NonFiniteTrainingError, NonFiniteWeightsError, all_finite, group_health,
                                    newest_checkpoint, nonfinite_parameters, nonfinite_sampling_message,
                                    nonfinite_stop_message, nonfinite_weights_message)
+from lapo_lightning.model_parts import decoder_and_head
 from lapo_lightning.policy import PolicyConfig, load_policy
 from lapo_lightning.prompts import PlainPrompt, PromptTemplate, opens_think
 from lapo_lightning.reference import AdapterDisabled, NoReference, Reference
@@ -367,23 +368,23 @@ class GRPOModule(pl.LightningModule):
         completion_ids, completion_mask = rollouts.completion_ids[idx, :width], rollouts.completion_mask[idx, :width]
         prompt_ids, prompt_mask = rollouts.prompt_ids[idx, -prompt_len:], rollouts.prompt_mask[idx, -prompt_len:]
         temperature = self.generation.temperature if self.generation.temperature > 0 else 1.0
+        chunk = self.grpo.logprob_chunk_tokens
         if self.grpo.shared_prefix:
             # Rows of one group carry the same prompt: run each distinct one once.
             _, prompt_of_row = torch.unique(rollouts.group_index[idx], return_inverse=True)
             first_row = one_row_each(prompt_of_row)
             logprobs = shared_prefix_logprobs(self.policy, prompt_ids[first_row], prompt_mask[first_row],
-                                              prompt_of_row, completion_ids, completion_mask, temperature)
+                                              prompt_of_row, completion_ids, completion_mask, temperature, chunk)
         else:
             input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [n, p+t]
             attention_mask = torch.cat([prompt_mask, completion_mask], dim=1).long()
             # Positions as generate() assigned them: left padding must not shift the prompt.
             position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-            # Only the logits that predict completion tokens: position p-1 predicts token p, ...
-            logits = self.policy(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                logits_to_keep=width + 1, use_cache=False,
-            ).logits[:, :-1]  # [n, t, V]
-            logprobs = token_logprobs(logits, completion_ids, temperature=temperature)  # [n, t]
+            decoder, head = decoder_and_head(self.policy)
+            hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=False).last_hidden_state  # [n, p+t, H]
+            # Position p-1 predicts completion token 0, ..., p+t-2 predicts token t-1.
+            logprobs = head_logprobs(hidden[:, -(width + 1):-1], head, completion_ids, temperature, chunk)  # [n, t]
         return torch.nn.functional.pad(logprobs, (0, rollouts.completion_ids.shape[1] - width))  # [n, T]
 
     @torch.no_grad()

@@ -157,12 +157,14 @@ def load_policy(cfg: PolicyConfig, device: torch.device | str | None = None):
     model = load_base_model(cfg, device)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if cfg.load_in_4bit:
-        # Upcasts norms to fp32 and enables input grads (needed with checkpointing).
-        # Non-reentrant checkpointing, as below: the shared-prefix forward needs it.
+    if cfg.load_in_4bit and cfg.dtype == "float16":
+        # fp16 overflows in the norms and the residual stream: peft's preparation upcasts every
+        # non-quantized weight to fp32 (doubling the KV cache and activations). bf16 and fp32
+        # need no upcast, so they keep their dtype, as QLoRA does with bf16.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif cfg.gradient_checkpointing:
+        # Non-reentrant: the shared-prefix forward needs it (lapo_lightning/shared_prefix.py).
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.24
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:  # older releases (5.17, a GPU image's) have only the name 5.24 deprecates

@@ -26,7 +26,8 @@ from torch import Tensor
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from lapo_lightning.algo import token_logprobs
+from lapo_lightning.algo import DEFAULT_CHUNK_TOKENS, head_logprobs
+from lapo_lightning.model_parts import decoder_and_head
 
 
 class PrefixLayer(DynamicLayer):
@@ -77,25 +78,28 @@ def num_cache_layers(model: torch.nn.Module) -> int:
 
 
 def shared_prefix_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, prompt_of_row: Tensor,
-                           completion_ids: Tensor, completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
+                           completion_ids: Tensor, completion_mask: Tensor, temperature: float = 1.0,
+                           chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> Tensor:
     """[n, t] float32 log-probs of ``completion_ids`` (entries on padding are not meaningful).
 
     prompt_ids, prompt_mask [u, P]: the distinct prompts, left-padded; prompt_of_row [n] long:
     which prompt each completion row continues; completion_ids, completion_mask [n, t]
     (right-padded). Equals ``completion_logprobs`` of the forward over
-    ``cat(prompt_ids[prompt_of_row], completion_ids)``, with the same position ids.
+    ``cat(prompt_ids[prompt_of_row], completion_ids)``, with the same position ids. Both
+    passes run the decoder only; the hidden states go through the output head in chunks of
+    ``chunk_tokens`` positions (:func:`~lapo_lightning.algo.head_logprobs`).
     """
     t = completion_ids.shape[1]
+    decoder, head = decoder_and_head(model)
     prompt_mask = prompt_mask.long()
     positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # as generate() assigns them
     record = Cache(layers=[PrefixLayer() for _ in range(num_cache_layers(model))])
     key = cache_kwarg(model)
     with cache_through_checkpointing(model):
-        last = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, **{key: record},
-                     use_cache=True, logits_to_keep=1).logits[:, -1]  # [u, V]: predicts completion token 0
+        last = decoder(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, **{key: record},
+                       use_cache=True).last_hidden_state[:, -1]  # [u, H]: predicts completion token 0
         require_cache_used(model, all(layer.is_initialized for layer in record.layers))
-        first = last.index_select(0, prompt_of_row)[:, None]  # [n, 1, V]
-        logprobs = [token_logprobs(first, completion_ids[:, :1], temperature)]
+        hidden = last.index_select(0, prompt_of_row)[:, None]  # [n, 1, H]
         if t > 1:  # tokens 0..t-2 predict tokens 1..t-1
             read = Cache(layers=[PrefixLayer(layer.keys.index_select(0, prompt_of_row),
                                              layer.values.index_select(0, prompt_of_row))
@@ -103,11 +107,11 @@ def shared_prefix_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, promp
             mask = torch.cat([prompt_mask.index_select(0, prompt_of_row), completion_mask[:, :-1].long()], dim=1)
             start = positions[:, -1].index_select(0, prompt_of_row) + 1  # [n] first completion position
             steps = torch.arange(t - 1, device=completion_ids.device)
-            logits = model(input_ids=completion_ids[:, :-1], attention_mask=mask, position_ids=start[:, None] + steps,
-                           **{key: read}, use_cache=True).logits  # [n, t-1, V]
+            rest = decoder(input_ids=completion_ids[:, :-1], attention_mask=mask, position_ids=start[:, None] + steps,
+                           **{key: read}, use_cache=True).last_hidden_state  # [n, t-1, H]
             require_cache_used(model, all(layer.read for layer in read.layers))
-            logprobs.append(token_logprobs(logits, completion_ids[:, 1:], temperature))
-    return torch.cat(logprobs, dim=1)  # [n, t]
+            hidden = torch.cat([hidden, rest], dim=1)  # [n, t, H]
+        return head_logprobs(hidden, head, completion_ids, temperature, chunk_tokens)  # [n, t]
 
 
 def plan_micro_batches(lengths: Tensor, prompt_lengths: Tensor, group_index: Tensor, size: int,

@@ -55,8 +55,10 @@ def build_char_tokenizer(numbers: bool = False):
     return fast
 
 
-def build_tiny_model(arch: str = "llama", hidden: int = 64, layers: int = 2, vocab_size: int = 272, seed: int = 0):
-    """A random-init causal LM of the given architecture (Llama or Qwen2)."""
+def build_tiny_model(arch: str = "llama", hidden: int = 64, layers: int = 2, vocab_size: int = 272, seed: int = 0,
+                     tied: bool = False):
+    """A random-init causal LM of the given architecture (Llama or Qwen2); ``tied`` shares the
+    input embedding with the output head."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -69,7 +71,7 @@ def build_tiny_model(arch: str = "llama", hidden: int = 64, layers: int = 2, voc
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tied,
         bos_token_id=None,
         eos_token_id=None,
         pad_token_id=None,
@@ -97,7 +99,8 @@ def set_stop_rate(model, tokenizer, eos_weight: float) -> None:
 
 
 def save_tiny(out_dir: str | Path, arch: str = "llama", hidden: int = 64, layers: int = 2, seed: int = 0,
-              eos_weight: float | None = None, numbers: bool = False, vocab_size: int | None = None) -> Path:
+              eos_weight: float | None = None, numbers: bool = False, vocab_size: int | None = None,
+              tied: bool = False) -> Path:
     """Build the tokenizer and model and save both to ``out_dir`` (a from_pretrained folder).
 
     ``vocab_size`` (default: the tokenizer's size) may be larger, e.g. to give a benchmark a
@@ -105,7 +108,7 @@ def save_tiny(out_dir: str | Path, arch: str = "llama", hidden: int = 64, layers
     """
     out_dir = Path(out_dir)
     tokenizer = build_char_tokenizer(numbers)
-    model = build_tiny_model(arch, hidden, layers, vocab_size=vocab_size or len(tokenizer), seed=seed)
+    model = build_tiny_model(arch, hidden, layers, vocab_size=vocab_size or len(tokenizer), seed=seed, tied=tied)
     if eos_weight is not None:
         set_stop_rate(model, tokenizer, eos_weight)
     for key in ("eos_token_id", "pad_token_id"):

@@ -1,6 +1,7 @@
 """Pure GRPO/LAPO algorithm functions (torch + stdlib only; no lightning/transformers/peft).
 
-advantages: group-standardised rewards. logprobs: per-token log-probs of sampled tokens.
+advantages: group-standardised rewards. logprobs: per-token log-probs of sampled tokens;
+head_logprobs: the same from hidden states, through the output head in chunks.
 losses: clipped surrogate, k3 KL, token aggregation, grpo_loss. length_rewards / length_stats:
 LAPO's band (stage 1) and Gaussian (stage 2) length rewards, statistics and target refinement.
 """
@@ -14,6 +15,7 @@ from .length_stats import (
     has_band,
     refine_targets,
 )
+from .head_logprobs import DEFAULT_CHUNK_TOKENS, head_logprobs
 from .logprobs import completion_logprobs, masked_mean, token_logprobs
 from .losses import (
     AGGREGATIONS,
@@ -30,6 +32,7 @@ from .losses import (
 
 __all__ = [
     "AGGREGATIONS",
+    "DEFAULT_CHUNK_TOKENS",
     "Aggregation",
     "GroupLengthStats",
     "LossTerms",
@@ -44,6 +47,7 @@ __all__ = [
     "group_advantages",
     "group_length_stats",
     "has_band",
+    "head_logprobs",
     "k3_kl",
     "masked_mean",
     "refine_targets",
