@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--trainer.enable_checkpointing", "false", "--trainer.logger", "false", "--trainer.callbacks", "[]",
     ], run=False)
     seen: dict = {}
-    original = cost.check_before_loading
+    from lapo_lightning import memory_check
+
+    original = memory_check.check_before_loading
 
     def recording(module, datamodule):
         seen["estimate"] = original(module, datamodule)
@@ -74,7 +76,6 @@ def main(argv: list[str] | None = None) -> dict:
         seen["peak_before"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         return seen["estimate"]
 
-    cost.check_before_loading = recording
     import lapo_lightning.module as module_file
 
     module_file.check_before_loading = recording

@@ -19,6 +19,8 @@ import torch
 from lapo_lightning.algo import DEFAULT_CHUNK_TOKENS
 
 Aggregation = Literal["token_mean", "sequence_mean", "constant"]
+AUTO = "auto"
+"""A size chosen at start-up: the largest that fits the device by the memory estimate."""
 
 MIN_TRAIN_NEW_TOKENS = 8
 """Smallest ``model.generation.max_new_tokens`` a training run accepts: below it nearly every
@@ -53,8 +55,9 @@ class GRPOConfig:
     """beta of the k3 KL penalty; 0 skips the reference forward entirely."""
     num_iterations: int = 1
     """mu: optimizer passes over each rollout batch (1 = on-policy, no old log-prob pass)."""
-    micro_batch_size: int = 8
-    """Rollouts per forward/backward; gradients accumulate over the whole rollout batch."""
+    micro_batch_size: int | Literal["auto"] = 8
+    """Rollouts per forward/backward; gradients accumulate over the whole rollout batch. ``auto``:
+    the largest divisor of the rollout batch that fits the device by the start-up memory estimate."""
     token_aggregation: Aggregation = "token_mean"
     """token_mean (DAPO), sequence_mean (original GRPO) or constant (Dr. GRPO)."""
     max_grad_norm: float | None = 1.0
@@ -88,7 +91,7 @@ class GRPOConfig:
             problems.append(f"model.grpo.kl_coef: must be >= 0 (got {self.kl_coef})")
         if self.num_iterations < 1:
             problems.append(f"model.grpo.num_iterations: must be >= 1 (got {self.num_iterations})")
-        if self.micro_batch_size < 1:
+        if self.micro_batch_size != AUTO and (not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1):
             problems.append(f"model.grpo.micro_batch_size: must be >= 1 (got {self.micro_batch_size})")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             problems.append(f"model.grpo.max_grad_norm: must be > 0, or null to disable clipping "
@@ -167,7 +170,7 @@ def kl_reference_problem(kl_coef: float, reference_needs_forward: bool) -> str |
 def training_problems(
     *,
     group_size: int,
-    micro_batch_size: int,
+    micro_batch_size: int | str,
     kl_coef: float,
     temperature: float,
     max_new_tokens: int,
@@ -199,7 +202,7 @@ def training_problems(
                                 "discourage; if a penalty is meant, set model.grpo.allow_negative_reward_weights: true")
     if (problem := kl_reference_problem(kl_coef, reference_needs_forward)) is not None:
         problems.append(problem)
-    if problems_per_step is not None and group_size >= 2 and micro_batch_size >= 1 \
+    if problems_per_step is not None and group_size >= 2 and isinstance(micro_batch_size, int) and micro_batch_size >= 1 \
             and (problems_per_step * group_size) % micro_batch_size:
         problems.append(f"model.grpo.micro_batch_size: {micro_batch_size} must divide the rollout batch "
                         f"data.problems_per_step * model.grpo.group_size = {problems_per_step} * {group_size}")

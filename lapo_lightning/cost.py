@@ -1,12 +1,9 @@
-"""What a run will cost, printed at start-up before any weights load: an *estimate*.
+"""What a run will cost in memory, from its settings and the model's shape: an *estimate*.
 
-Flow: ``GRPOModule.setup`` (after the data module is set up, before ``configure_model``
-loads weights) calls :func:`check_before_loading`. It reads the model's ``config.json``
-(no weights), measures the longest rendered prompt with the tokenizer, and calls the pure
-functions below; rank zero prints :meth:`CostEstimate.format`, and a config whose estimated
-peak exceeds the device's total memory (a CUDA GPU, or system RAM on CPU) is refused with a
-``ValueError`` naming the keys to change. ``LAPO_SKIP_MEMORY_CHECK=1`` prints without
-refusing (for when you know better than the estimate).
+Flow: ``lapo fit``'s start-up check (``lapo_lightning/memory_check.py``) and ``lapo check``
+read the model's shape (:func:`read_shape`: its ``config.json``, or the shipped facts of
+:mod:`lapo_lightning.known_models` offline) and the longest prompt, then call the pure
+functions below, whose :meth:`CostEstimate.format` is the table they print.
 
 The estimate is per process (DDP holds one full replica per GPU; ``data.problems_per_step``
 is per process) and models the worst step of the run: every completion runs to
@@ -31,18 +28,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
 
 GB = 1e9  # the table prints decimal gigabytes; comparisons are in bytes
 DEFAULT_PROMPT_TOKENS = 200  # without problems to measure: the paper's plain prompt is ~150 BPE tokens
-SKIP_ENV = "LAPO_SKIP_MEMORY_CHECK"
 LARGE_LORA_SHARE = 0.05  # above this share of the base, a LoRA rank is likely sized for a bigger model
-NEAR = 0.9  # warn above this share of the device: on CPU the estimate came out up to 7% below measured
 SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 NF4_BLOCK = 64  # bitsandbytes 4-bit block size: one absmax per 64 weights
@@ -115,13 +108,39 @@ class ModelShape:
         )
 
 
+SHIPPED_FACTS = "the architecture facts shipped with lapo (lapo_lightning/known_models.py)"
+
+
+class UnknownOffline(ValueError):
+    """Neither the model's config.json nor shipped facts about it can be read here."""
+
+
 def read_shape(model: str, trust_remote_code: bool = False) -> ModelShape:
     """The shape of a hub id, local folder or ``tiny:`` model, from its config.json alone."""
+    return read_shape_and_source(model, trust_remote_code)[0]
+
+
+def read_shape_and_source(model: str, trust_remote_code: bool = False) -> tuple[ModelShape, str]:
+    """(shape, where it came from): the model's config.json (hub, cache or folder), else, for a
+    model listed in :mod:`lapo_lightning.known_models`, its shipped facts (offline, nothing cached).
+    Raises :class:`UnknownOffline` naming what to do when neither can be read."""
     from transformers import AutoConfig
 
+    from lapo_lightning.known_models import KNOWN_MODELS, offline_config
     from lapo_lightning.policy import resolve_model  # the name resolution load_policy uses
 
-    return ModelShape.from_config(AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code))
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:  # not cached while offline, no such repo, no network
+        config = offline_config(model)
+        if config is None:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise UnknownOffline(
+                f"model.policy.model: cannot read the config.json of {model!r} ({first}), and lapo ships no "
+                f"architecture facts for it (it has them for {', '.join(sorted(KNOWN_MODELS))}); download the model "
+                f"once (`hf download {model} config.json`) or point model.policy.model at a local folder") from None
+        return ModelShape.from_config(config), SHIPPED_FACTS
+    return ModelShape.from_config(config), "its config.json"
 
 
 @dataclass(frozen=True)
@@ -498,18 +517,6 @@ def longest_prompt_tokens(tokenizer, template, problems: list[str], budget: int 
     return max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
 
 
-def device_total_memory(device: torch.device) -> int | None:
-    """Total bytes of ``device``: a CUDA GPU's memory, or physical RAM on CPU; None if unknown."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    if device.type == "cpu":
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):  # not a POSIX system
-            return None
-    return None
-
-
 @dataclass(frozen=True)
 class RunSettings:
     """Everything :func:`estimate` reads, so a change to one key can be estimated again."""
@@ -530,7 +537,6 @@ def single_changes(run: RunSettings) -> list[tuple[str, RunSettings]]:
     """One-key changes that could lower memory: halve the micro-batch, the cap, the rows per
     generate() call or the problems per step; turn on checkpointing or 4-bit loading.
     (Halving keeps ``micro_batch_size`` a divisor of the rollout batch when it was one.)"""
-    from dataclasses import replace
 
     policy, grpo, gen = run.policy, run.grpo, run.generation
     rows = min(run.problems_per_step * grpo.group_size, gen.max_rollouts_per_call or 10**9)
@@ -568,67 +574,3 @@ def what_lowers_it(run: RunSettings) -> list[str]:
     savings = [(peak - changed.estimate().peak_bytes, text) for text, changed in single_changes(run)]
     return [f"{text} (-{saved / GB:.1f} GB)" if saved >= GB else f"{text} (-{saved / GB:.3f} GB)"
             for saved, text in sorted(savings, key=lambda pair: -pair[0]) if saved > 0]
-
-
-def check_fits(run: RunSettings, device: torch.device, total: int | None) -> None:
-    """Raise ``ValueError`` when the estimated peak exceeds the device's total memory."""
-    est = run.estimate()
-    if total is None or est.peak_bytes <= total:
-        return
-    phase = "training" if est.training_bytes >= est.generation_bytes else "generation"
-    raise ValueError(
-        f"this config needs about {est.peak_bytes / GB:.1f} GB on {device}, which has {total / GB:.1f} GB "
-        f"(estimate printed above; {phase} is the larger phase). Each of these lowers the estimate: "
-        f"{'; '.join(what_lowers_it(run))}. The estimate assumes every completion runs to the cap; "
-        f"to start anyway set {SKIP_ENV}=1."
-    )
-
-
-def lora_advice(est: CostEstimate, lora_r: int) -> str | None:
-    """A warning when the LoRA adapter is a large share of the base (paper r 64 on a small model)."""
-    if est.lora_share <= LARGE_LORA_SHARE:
-        return None
-    return (f"model.policy.lora.r {lora_r} trains {count_millions(est.lora_params)} parameters, {est.lora_share:.0%} of "
-            f"{est.model}: the paper's r 64 is sized for 1.5B+ models; r 8-16 keeps adapters and checkpoints small "
-            f"on a model this size")
-
-
-def count_millions(n: int) -> str:
-    return f"{n / 1e6:,.1f}M"
-
-
-def check_before_loading(module, datamodule) -> CostEstimate | None:
-    """``GRPOModule.setup``'s start-up cost check: print the estimate, refuse what cannot fit.
-
-    Reads only config.json and the tokenizer; returns None (after printing why) for an
-    architecture it cannot estimate.
-    """
-    from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-
-    from lapo_lightning.policy import load_tokenizer
-
-    policy = module.policy_config
-    try:
-        shape = read_shape(policy.model, policy.trust_remote_code)
-    except UnsupportedModel as err:
-        rank_zero_info(f"no memory estimate for {policy.model}: {err}")
-        return None
-    problems = [p.problem for p in getattr(datamodule, "train_problems", None) or []]
-    prompt_tokens = longest_prompt_tokens(load_tokenizer(policy), module.prompt, problems,
-                                          module.generation.max_new_tokens)
-    run = RunSettings(shape, policy, module.grpo, module.generation, datamodule.problems_per_step, prompt_tokens)
-    est = run.estimate()
-    device = module.trainer.strategy.root_device
-    total = device_total_memory(device)
-    available = f"{total / GB:.1f} GB in total" if total is not None else "total memory unknown"
-    rank_zero_info(est.format() + f"\n  {'device':<14} {device}: {available}")
-    if advice := lora_advice(est, adapter_settings(policy)[0]):
-        rank_zero_warn(advice)
-    if os.environ.get(SKIP_ENV, "") not in ("", "0"):
-        return est
-    check_fits(run, device, total)
-    if total is not None and est.peak_bytes > NEAR * total:
-        rank_zero_warn(f"the memory estimate ({est.peak_bytes / GB:.1f} GB) is above {NEAR:.0%} of {device}'s "
-                       f"{total / GB:.1f} GB and has come out up to 7% low against CPU measurements: this run may "
-                       f"not fit ({'; '.join(what_lowers_it(run)[:3])})")
-    return est

@@ -26,7 +26,7 @@ from torch import Tensor
 from lapo_lightning import run_identity
 from lapo_lightning.algo import group_advantages, grpo_loss, head_logprobs, zero_spread_groups
 from lapo_lightning.config import GRPOConfig, OptimConfig, kl_reference_problem
-from lapo_lightning.cost import check_before_loading
+from lapo_lightning.memory_check import check_before_loading
 from lapo_lightning.fast_rollout import CompactDecode
 from lapo_lightning.health import (NonFiniteTrainingError, NonFiniteWeightsError, all_finite, group_health,
                                    newest_checkpoint, nonfinite_parameters, nonfinite_sampling_message,
@@ -111,13 +111,15 @@ class GRPOModule(pl.LightningModule):
         self.reference.check_paths()
         datamodule = getattr(self.trainer, "datamodule", None)
         per_step = getattr(datamodule, "problems_per_step", None)
-        if per_step is not None and (per_step * self.grpo.group_size) % self.grpo.micro_batch_size:
+        micro = self.grpo.micro_batch_size
+        if per_step is not None and isinstance(micro, int) and (per_step * self.grpo.group_size) % micro:
             raise ValueError(
-                f"model.grpo.micro_batch_size={self.grpo.micro_batch_size} must divide the rollout batch "
+                f"model.grpo.micro_batch_size={micro} must divide the rollout batch "
                 f"data.problems_per_step * model.grpo.group_size = {per_step} * {self.grpo.group_size}"
             )
         if stage == "fit" and per_step is not None:
-            check_before_loading(self, datamodule)  # prints the memory estimate; refuses what cannot fit
+            # Prints the memory estimate, refuses what cannot fit, and turns `auto` sizes into numbers.
+            check_before_loading(self, datamodule)
 
     def configure_model(self) -> None:
         if self.policy is not None:  # Lightning may call this more than once

@@ -11,6 +11,7 @@ path: one batched ``model.generate`` with the KV cache over all N sequences (chu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -32,8 +33,9 @@ class GenerationConfig:
     """0 disables top-k filtering."""
     stop_strings: list[str] = field(default_factory=list)
     """Extra strings that end a completion (EOS always does)."""
-    max_rollouts_per_call: int | None = None
-    """Split the N sequences into generate() calls of at most this many (memory)."""
+    max_rollouts_per_call: int | Literal["auto"] | None = None
+    """Split the N sequences into generate() calls of at most this many (memory); ``auto``: the most
+    that fit the device by the start-up memory estimate; null: all N in one call."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -43,7 +45,7 @@ class GenerationConfig:
             problems.append(f"model.generation.temperature: must be >= 0 (got {self.temperature})")
         if not 0 < self.top_p <= 1:
             problems.append(f"model.generation.top_p: must be in (0, 1] (got {self.top_p})")
-        if self.max_rollouts_per_call is not None and self.max_rollouts_per_call < 1:
+        if self.max_rollouts_per_call not in (None, "auto") and self.max_rollouts_per_call < 1:
             problems.append(f"model.generation.max_rollouts_per_call: must be >= 1 (got {self.max_rollouts_per_call})")
         if problems:
             raise ValueError("invalid generation config:\n  " + "\n  ".join(problems))

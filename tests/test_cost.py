@@ -16,7 +16,7 @@ from transformers import (AutoModelForCausalLM, GPT2Config, LlamaConfig, Mistral
                           Qwen3Config)
 
 from clitools import ROOT, config_in, fit
-from lapo_lightning import cost
+from lapo_lightning import cost, memory_check
 from lapo_lightning.config import GRPOConfig
 from lapo_lightning.policy import LoraSettings, PolicyConfig, load_policy
 from lapo_lightning.prompts import PlainPrompt
@@ -193,10 +193,10 @@ def test_estimate_grows_with_what_it_should():
 def test_refusal_names_the_keys_that_lower_the_estimate():
     run = stage1_run()
     peak = run.estimate().peak_bytes
-    cost.check_fits(run, torch.device("cuda", 0), peak)  # exactly enough: no error
+    memory_check.check_fits(run, torch.device("cuda", 0), peak)  # exactly enough: no error
     with pytest.raises(ValueError, match=r"model.generation.max_rollouts_per_call 32 \(-") as err:
-        cost.check_fits(run, torch.device("cuda", 0), peak - 1)
-    assert "model.generation.max_new_tokens 4096 -> 2048" in str(err.value) and cost.SKIP_ENV in str(err.value)
+        memory_check.check_fits(run, torch.device("cuda", 0), peak - 1)
+    assert "model.generation.max_new_tokens 4096 -> 2048" in str(err.value) and memory_check.SKIP_ENV in str(err.value)
 
 
 def test_4bit_is_suggested_only_where_it_lowers_the_estimate():
@@ -235,15 +235,15 @@ def no_weights(monkeypatch):
 
 
 def test_a_config_that_cannot_fit_is_refused_before_loading_weights(tmp_path, no_weights, monkeypatch):
-    monkeypatch.setattr(cost, "device_total_memory", lambda device: 1_000_000)  # a 1 MB device
+    monkeypatch.setattr(memory_check, "device_total_memory", lambda device: 1_000_000)  # a 1 MB device
     with pytest.raises(ValueError, match="model.grpo.micro_batch_size") as err:
         fit(config_in(tmp_path, "debug/grpo.yaml"), "--trainer.max_steps", "1")
     assert "model.generation.max_new_tokens 24 -> 12" in str(err.value)
 
 
 def test_the_opt_out_starts_anyway(tmp_path, no_weights, monkeypatch):
-    monkeypatch.setattr(cost, "device_total_memory", lambda device: 1_000_000)
-    monkeypatch.setenv(cost.SKIP_ENV, "1")
+    monkeypatch.setattr(memory_check, "device_total_memory", lambda device: 1_000_000)
+    monkeypatch.setenv(memory_check.SKIP_ENV, "1")
     with pytest.raises(AssertionError, match="load_policy was called"):
         fit(config_in(tmp_path, "debug/grpo.yaml"), "--trainer.max_steps", "1")
 
@@ -263,11 +263,11 @@ def test_the_debug_run_prints_its_cost(tmp_path, caplog, monkeypatch):
 def test_a_lora_rank_sized_for_a_bigger_model_is_pointed_out():
     """r 64 on all linears is ~1.2% of the 1.5B shape (no advice) but 14% of SmolLM2-135M's shape."""
     big = stage1_estimate()
-    assert big.lora_share < cost.LARGE_LORA_SHARE and cost.lora_advice(big, 64) is None
+    assert big.lora_share < cost.LARGE_LORA_SHARE and memory_check.lora_advice(big, 64) is None
     assert f"{big.lora_share:.1%} of the model" in big.format()
     small_shape = cost.ModelShape.from_config(LlamaConfig(  # SmolLM2-135M's shape
         hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
         vocab_size=49152, tie_word_embeddings=True))
     run = dataclasses.replace(stage1_run(), shape=small_shape)
-    advice = cost.lora_advice(run.estimate(), 64)
+    advice = memory_check.lora_advice(run.estimate(), 64)
     assert advice.startswith("model.policy.lora.r 64 trains") and "r 8-16" in advice

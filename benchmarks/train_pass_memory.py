@@ -1,0 +1,296 @@
+"""Peak memory and time of ONE training pass (forward, GRPO loss, backward) at a real vocabulary.
+
+The model is a random-init Qwen2 with the shape of DeepSeek-R1-Distill-Qwen-1.5B (V 151,936,
+h 1,536, 12 heads, 2 KV heads, head_dim 128, MLP 8,960, tied embeddings) but only ``--layers``
+decoder layers, loaded with ``load_policy`` (LoRA r 16 on every linear but the head, fp32, CPU).
+Inputs: ``--rows`` rows of a 150-token prompt and a T-token completion (no padding, every
+completion at the cap: the estimate's worst case); temperature 1; loss ``grpo_loss`` with a
+fixed reference (kl 0.04) and random advantages. Variants (each (variant, T, repeat) runs in a
+fresh subprocess, interleaved, so a peak is per pass and load changes hit all variants alike):
+
+- ``chunked``: ``GRPOModule.completion_logprobs``, padded forward (``shared_prefix`` off):
+  decoder, then ``head_logprobs`` through the head in chunks of ``--chunk`` positions.
+- ``today``: the path before commit 6ca5fd1: ``model(..., logits_to_keep=t+1).logits[:, :-1]``
+  then ``token_logprobs`` (full ``[rows, T, V]`` logits).
+- ``trl``: the installed TRL's ``GRPOTrainer._get_per_token_logps_and_entropies`` (its own
+  method, called with a stub ``self``) on the model patched by TRL's ``add_fused_lm_head``
+  exactly as ``GRPOTrainer.__init__`` does (log-probs and entropy, tiles of 4,096 x 32,768).
+- ``trl_logits``: full logits through TRL's ``selective_log_softmax`` (TRL's older GRPO path).
+- ``plain``: ``model(..., logits_to_keep=t+1).logits.mean()`` + backward: the time floor.
+
+Each subprocess loads the model, runs one tiny warm-up pass (T 8) of its variant, then the
+measured grad pass and a no-grad pass (the reference-pass shape). Memory: the peak resident
+set (``VmHWM``, reset through ``/proc/self/clear_refs`` right before the pass) minus the RSS
+just before it. "act" is the RSS growth when the decoder's forward returns (a forward hook:
+the activations kept for backward, plus the [rows, p+t, h] output); "head" is the rest of the
+peak (peak - act: the head's logits/chunks and the backward's temporaries). Estimates from
+``lapo_lightning.cost``: ``training_activation_bytes`` (padded, no checkpointing) against act,
+``head_bytes`` against chunked's head, the old ``(rows*12+32)*T*V`` logits formula against
+today's head. CPU RSS includes allocator slack; read estimates against it as a rough check.
+
+    python benchmarks/train_pass_memory.py                       # layers 2, T 1024 and 2048, rows 2
+    python benchmarks/train_pass_memory.py --tokens 2048 --rows 1 --variants chunked,today
+    python benchmarks/train_pass_memory.py --smoke               # seconds; used by the test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+GB = 1e9
+VARIANTS = ("chunked", "today", "trl", "trl_logits", "plain")
+PROMPT_TOKENS = 150
+KL_COEF = 0.04
+
+
+def rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_bytes() -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM"))
+    return int(line.split()[1]) * 1024
+
+
+def reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := current RSS
+
+
+def build_model(folder: Path, args) -> str:
+    """A Qwen2 of the R1-Distill-1.5B shape (heads of 128 where h allows) with the char tokenizer."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from lapo_lightning.tiny import save_tiny
+
+    save_tiny(folder, "qwen2", 64, 1, vocab_size=args.vocab, tied=True)  # the tokenizer (model replaced below)
+    head_dim = 128 if args.hidden % 128 == 0 and args.hidden >= 512 else args.hidden // 4
+    heads = args.hidden // head_dim
+    import torch
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 35 // 6,
+        num_hidden_layers=args.layers, num_attention_heads=heads, num_key_value_heads=2, head_dim=head_dim,
+        max_position_embeddings=8192, tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
+        pad_token_id=None))
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+def worker(cfg: dict) -> dict:
+    """One variant at one T in this process: warm-up, then the measured grad and no-grad passes."""
+    import contextlib
+    import types
+
+    import torch
+
+    from lapo_lightning import GenerationConfig, GRPOConfig, GRPOModule
+    from lapo_lightning.algo import grpo_loss, token_logprobs
+    from lapo_lightning.model_parts import decoder_and_head
+    from lapo_lightning.policy import LoraSettings, PolicyConfig, load_policy
+    from lapo_lightning.reference import AdapterDisabled
+    from lapo_lightning.types import ProblemBatch, RolloutBatch
+
+    variant, rows, chunk = cfg["variant"], cfg["rows"], cfg["chunk"]
+    torch.manual_seed(0)  # the same adapter in every process
+    model, _ = load_policy(PolicyConfig(model=cfg["model"], lora=LoraSettings(r=16)))
+    model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():  # a trained-looking adapter: gradient flows through every LoRA branch
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)
+    module = GRPOModule(grpo=GRPOConfig(group_size=2, micro_batch_size=rows, shared_prefix=False, kl_coef=KL_COEF,
+                                        logprob_chunk_tokens=chunk),
+                        generation=GenerationConfig(max_new_tokens=cfg["tokens"]), reference=AdapterDisabled())
+    module.policy = model
+    temperature = module.generation.temperature
+    vocab = model.config.vocab_size
+    decoder, _ = decoder_and_head(model)
+    marks: dict = {}
+    decoder.register_forward_hook(lambda *_: marks.setdefault("decoder_end", rss_bytes()) and None)
+    if variant == "trl":
+        from trl import GRPOTrainer
+        from trl.trainer.utils import add_fused_lm_head
+
+        add_fused_lm_head(model.get_base_model(), temperature=temperature, outputs=("log_probs", "entropy"))
+        trl_self = types.SimpleNamespace(accelerator=types.SimpleNamespace(autocast=contextlib.nullcontext,
+                                                                           is_main_process=True))
+
+    def inputs(t: int):
+        gen = torch.Generator().manual_seed(t)
+        prompt = torch.randint(vocab, (rows, PROMPT_TOKENS), generator=gen)
+        completion = torch.randint(vocab, (rows, t), generator=gen)
+        ones = torch.ones(rows, PROMPT_TOKENS + t, dtype=torch.bool)
+        batch = RolloutBatch(problems=ProblemBatch(["p"], ["p"], ["1"]), group_index=torch.zeros(rows, dtype=torch.long),
+                             prompt_ids=prompt, prompt_mask=ones[:, :PROMPT_TOKENS], completion_ids=completion,
+                             completion_mask=ones[:, PROMPT_TOKENS:], texts=[""] * rows,
+                             truncated=torch.ones(rows, dtype=torch.bool))
+        ref = -5 * torch.rand(rows, t, generator=gen) - 9  # near a random model's log(1/V)
+        return batch, ref, torch.randn(rows, generator=gen)
+
+    def logprobs(batch: RolloutBatch, t: int):
+        ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
+        mask = torch.cat([batch.prompt_mask, batch.completion_mask], 1).long()
+        if variant == "chunked":
+            return module.completion_logprobs(batch, torch.arange(rows))
+        if variant == "trl":
+            logps, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(trl_self, model, ids, mask, t,
+                                                                         compute_entropy=True)
+            return logps
+        position_ids = (mask.cumsum(1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=t + 1,
+                    use_cache=False)
+        if variant == "plain":
+            return out.logits
+        if variant == "trl_logits":
+            from trl.trainer.utils import selective_log_softmax
+
+            return selective_log_softmax(out.logits[:, :-1], batch.completion_ids, temperature)
+        return token_logprobs(out.logits[:, :-1], batch.completion_ids, temperature)
+
+    def loss_of(batch, ref, adv, t):
+        lp = logprobs(batch, t)
+        if variant == "plain":
+            return lp.float().mean()
+        mask = batch.completion_mask
+        return grpo_loss(lp, None, ref, adv, mask, kl_coef=KL_COEF, total_tokens=float(mask.sum()),
+                         total_sequences=float(rows), max_tokens=t).loss
+
+    def measured(fn) -> dict:
+        marks.clear()
+        before = rss_bytes()
+        reset_peak()
+        start = time.perf_counter()
+        value = fn()
+        seconds = time.perf_counter() - start
+        return {"s": seconds, "peak_gb": (peak_bytes() - before) / GB, "value": value,
+                "act_gb": (marks.get("decoder_end", before) - before) / GB}
+
+    def grad_pass(batch, ref, adv, t):
+        loss = loss_of(batch, ref, adv, t)
+        loss.backward()
+        return float(loss.detach())
+
+    def no_grad_pass(batch, ref, adv, t):
+        with torch.no_grad():
+            return float(logprobs(batch, t).float().sum()) / 1e6  # only to keep the result alive
+
+    small = inputs(8)
+    grad_pass(*small, 8)
+    no_grad_pass(*small, 8)
+    model.zero_grad(set_to_none=False)
+    data = inputs(cfg["tokens"])
+    out = {"grad": measured(lambda: grad_pass(*data, cfg["tokens"]))}
+    out["no_grad"] = measured(lambda: no_grad_pass(*data, cfg["tokens"]))
+    return out
+
+
+def estimates(folder: str, rows: int, t: int, chunk: int) -> dict:
+    from lapo_lightning import cost
+
+    shape = cost.read_shape(folder)
+    act = cost.training_activation_bytes(shape, rows, PROMPT_TOKENS, t, rows, 4, 16,
+                                         cost.adapted_per_layer(shape, "all-linear"), False)
+    return {"act": act / GB, "chunked": cost.head_bytes(rows, t, shape, 4, chunk) / GB,
+            "today": (rows * 12 + 32) * t * shape.vocab / GB}  # the old LOGIT_ENTRY/ROW_BYTES formula, fp32
+
+
+def run_one(cfg: dict) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("WORKER ")), None)
+    if proc.returncode or line is None:
+        return {"error": f"rc {proc.returncode}: {proc.stderr.strip().splitlines()[-1:] or proc.stdout[-300:]}"}
+    return json.loads(line[len("WORKER "):])
+
+
+def median(results: list[dict], phase: str, key: str) -> float:
+    return statistics.median(r[phase][key] for r in results)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 2048], help="completion lengths T")
+    parser.add_argument("--rows", type=int, default=2, help="rows per micro-batch")
+    parser.add_argument("--vocab", type=int, default=151936)
+    parser.add_argument("--hidden", type=int, default=1536)
+    parser.add_argument("--chunk", type=int, default=512, help="model.grpo.logprob_chunk_tokens")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per (variant, T), interleaved")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: seconds")
+    parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print("WORKER " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        return {}
+    if args.smoke:
+        args.layers, args.tokens, args.rows, args.vocab, args.hidden, args.chunk = 1, [32], 2, 4096, 64, 16
+    variants = [v for v in args.variants.split(",") if v]
+    if unknown := set(variants) - set(VARIANTS):
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="lapo_tpm_") as tmp:
+        folder = build_model(Path(tmp) / "model", args)
+        raw: dict = {(v, t): [] for t in args.tokens for v in variants}
+        for _ in range(args.repeats):
+            for t in args.tokens:
+                for v in variants:
+                    cfg = {"variant": v, "tokens": t, "rows": args.rows, "chunk": args.chunk, "model": folder}
+                    raw[(v, t)].append(run_one(cfg))
+                    print(f"  done {v} T={t}: {raw[(v, t)][-1]}", file=sys.stderr, flush=True)
+        est = {t: estimates(folder, args.rows, t, args.chunk) for t in args.tokens}
+    print(f"Qwen2 h {args.hidden}, {args.layers} layers, V {args.vocab}, tied; LoRA r 16 all-linear; fp32 CPU "
+          f"({os.cpu_count()} cores); {args.rows} rows x ({PROMPT_TOKENS} prompt + T) tokens; chunk {args.chunk}; "
+          f"{args.repeats} fresh process(es) per cell, medians. GB = 1e9 bytes of RSS growth over the pass's start.")
+    print("| variant | T | grad peak GB | act GB (est) | head GB = peak - act (est) | est act+head GB "
+          "| grad s | no-grad s | no-grad peak GB | grad loss |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    table = {}
+    for t in args.tokens:
+        for v in variants:
+            ok = [r for r in raw[(v, t)] if "error" not in r]
+            if not ok:
+                print(f"| {v} | {t} | failed: {raw[(v, t)][0]['error']} |||||||")
+                continue
+            peak, act = median(ok, "grad", "peak_gb"), median(ok, "grad", "act_gb")
+            head_est = est[t].get(v)
+            row = {"grad_peak_gb": peak, "act_gb": act, "head_gb": peak - act, "act_est_gb": est[t]["act"],
+                   "head_est_gb": head_est, "grad_s": median(ok, "grad", "s"), "no_grad_s": median(ok, "no_grad", "s"),
+                   "no_grad_peak_gb": median(ok, "no_grad", "peak_gb"), "loss": ok[0]["grad"]["value"],
+                   "runs": ok}
+            table[f"{v}@{t}"] = row
+            head_text = f"{peak - act:.2f} ({head_est:.2f})" if head_est is not None else f"{peak - act:.2f} (-)"
+            total = f"{est[t]['act'] + head_est:.2f}" if head_est is not None else "-"
+            print(f"| {v} | {t} | {peak:.2f} | {act:.2f} ({est[t]['act']:.2f}) | {head_text} | {total} | "
+                  f"{row['grad_s']:.1f} | {row['no_grad_s']:.1f} | {row['no_grad_peak_gb']:.2f} | {row['loss']:.6g} |")
+    for t in args.tokens:
+        chunked, today, plain = (table.get(f"{v}@{t}") for v in ("chunked", "today", "plain"))
+        if chunked and today:
+            print(f"T {t}: grad peak today / chunked = {today['grad_peak_gb'] / chunked['grad_peak_gb']:.1f}x")
+        if chunked and plain:
+            print(f"T {t}: chunked / plain time: grad {chunked['grad_s'] / plain['grad_s']:.2f}x, "
+                  f"no-grad {chunked['no_grad_s'] / plain['no_grad_s']:.2f}x")
+    wall = time.perf_counter() - started
+    print(f"wall {wall:.0f} s")
+    result = {"args": {k: v for k, v in vars(args).items() if k != "worker"}, "estimates_gb": est, "table": table,
+              "wall_s": wall}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()
