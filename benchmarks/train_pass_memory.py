@@ -6,7 +6,7 @@ decoder layers, loaded with ``load_policy`` (LoRA r 16 on every linear but the h
 Inputs: ``--rows`` rows of a 150-token prompt and a T-token completion (no padding, every
 completion at the cap: the estimate's worst case); temperature 1; loss ``grpo_loss`` with a
 fixed reference (kl 0.04) and random advantages. Variants (each (variant, T, repeat) runs in a
-fresh subprocess, interleaved, so a peak is per pass and load changes hit all variants alike):
+fresh forked process, interleaved, so a peak is per pass and load changes hit all variants alike):
 
 - ``chunked``: ``GRPOModule.completion_logprobs``, padded forward (``shared_prefix`` off):
   decoder, then ``head_logprobs`` through the head in chunks of ``--chunk`` positions.
@@ -17,16 +17,21 @@ fresh subprocess, interleaved, so a peak is per pass and load changes hit all va
   exactly as ``GRPOTrainer.__init__`` does (log-probs and entropy, tiles of 4,096 x 32,768).
 - ``trl_logits``: full logits through TRL's ``selective_log_softmax`` (TRL's older GRPO path).
 - ``plain``: ``model(..., logits_to_keep=t+1).logits.mean()`` + backward: the time floor.
+- ``decoder``: the decoder alone (``last_hidden_state`` of the completion positions, ``.mean()``
+  + backward): what the pass costs with a free head.
 
-Each subprocess loads the model, runs one tiny warm-up pass (T 8) of its variant, then the
-measured grad pass and a no-grad pass (the reference-pass shape). Memory: the peak resident
-set (``VmHWM``, reset through ``/proc/self/clear_refs`` right before the pass) minus the RSS
-just before it. "act" is the RSS growth when the decoder's forward returns (a forward hook:
-the activations kept for backward, plus the [rows, p+t, h] output); "head" is the rest of the
-peak (peak - act: the head's logits/chunks and the backward's temporaries). Estimates from
-``lapo_lightning.cost``: ``training_activation_bytes`` (padded, no checkpointing) against act,
-``head_bytes`` against chunked's head, the old ``(rows*12+32)*T*V`` logits formula against
-today's head. CPU RSS includes allocator slack; read estimates against it as a rough check.
+Each process loads the model, runs a tiny warm-up pass (T 8) of its variant, then the measured
+grad pass and a no-grad pass (the reference-pass shape). Memory: the peak resident set
+(``VmHWM``, reset through ``/proc/self/clear_refs`` right before the pass, after ``malloc_trim``)
+minus the RSS just before it. "act": the RSS growth when the decoder's forward returns (a
+forward hook: activations kept for backward plus the [rows, p+t, h] output); "fwd peak": the
+peak when the loss exists, before backward; "peak - act": all the rest of the peak (the head's
+logits or chunks and backward's temporaries); "peak - decoder": over the ``decoder`` variant's
+peak, the head's marginal cost. Estimates (lapo_lightning.cost, fp32, padded, no checkpointing):
+``training_activation_bytes`` against act, ``head_bytes`` against chunked's peak - act, and the
+old ``(rows * 12 + 32) * T * V`` logits formula against today's. CPU RSS includes allocator
+slack: read estimate against measurement as a rough check. Times: wall and process CPU seconds
+(CPU seconds are less moved by other load on the machine).
 
     python benchmarks/train_pass_memory.py                       # layers 2, T 1024 and 2048, rows 2
     python benchmarks/train_pass_memory.py --tokens 2048 --rows 1 --variants chunked,today
@@ -37,9 +42,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,8 +52,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 GB = 1e9
-VARIANTS = ("chunked", "today", "trl", "trl_logits", "plain")
+VARIANTS = ("chunked", "today", "trl", "trl_logits", "plain", "decoder")
 PROMPT_TOKENS = 150
 KL_COEF = 0.04
 
@@ -57,30 +64,25 @@ def rss_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def peak_bytes() -> int:
+def peak_bytes() -> int:  # VmHWM; writing "5" to /proc/self/clear_refs resets it to the current RSS
     line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM"))
     return int(line.split()[1]) * 1024
 
 
-def reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := current RSS
-
-
-def build_model(folder: Path, args) -> str:
+def build_model(folder: Path, args: dict) -> str:
     """A Qwen2 of the R1-Distill-1.5B shape (heads of 128 where h allows) with the char tokenizer."""
+    import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from lapo_lightning.tiny import save_tiny
 
-    save_tiny(folder, "qwen2", 64, 1, vocab_size=args.vocab, tied=True)  # the tokenizer (model replaced below)
-    head_dim = 128 if args.hidden % 128 == 0 and args.hidden >= 512 else args.hidden // 4
-    heads = args.hidden // head_dim
-    import torch
-
+    hidden, vocab = args["hidden"], args["vocab"]
+    save_tiny(folder, "qwen2", 64, 1, vocab_size=vocab, tied=True)  # for its tokenizer; the model is replaced
+    head_dim = 128 if hidden % 128 == 0 and hidden >= 512 else hidden // 4
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 35 // 6,
-        num_hidden_layers=args.layers, num_attention_heads=heads, num_key_value_heads=2, head_dim=head_dim,
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 35 // 6, num_hidden_layers=args["layers"],
+        num_attention_heads=hidden // head_dim, num_key_value_heads=2, head_dim=head_dim,
         max_position_embeddings=8192, tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
         pad_token_id=None))
     model.save_pretrained(folder)
@@ -90,6 +92,8 @@ def build_model(folder: Path, args) -> str:
 def worker(cfg: dict) -> dict:
     """One variant at one T in this process: warm-up, then the measured grad and no-grad passes."""
     import contextlib
+    import ctypes
+    import gc
     import types
 
     import torch
@@ -149,6 +153,9 @@ def worker(cfg: dict) -> dict:
                                                                          compute_entropy=True)
             return logps
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
+        if variant == "decoder":
+            return decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                           use_cache=False).last_hidden_state[:, PROMPT_TOKENS - 1:-1]
         out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=t + 1,
                     use_cache=False)
         if variant == "plain":
@@ -161,7 +168,7 @@ def worker(cfg: dict) -> dict:
 
     def loss_of(batch, ref, adv, t):
         lp = logprobs(batch, t)
-        if variant == "plain":
+        if variant in ("plain", "decoder"):
             return lp.float().mean()
         mask = batch.completion_mask
         return grpo_loss(lp, None, ref, adv, mask, kl_coef=KL_COEF, total_tokens=float(mask.sum()),
@@ -169,16 +176,20 @@ def worker(cfg: dict) -> dict:
 
     def measured(fn) -> dict:
         marks.clear()
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the OS: the baseline is live memory
         before = rss_bytes()
-        reset_peak()
-        start = time.perf_counter()
+        Path("/proc/self/clear_refs").write_text("5")
+        start, cpu = time.perf_counter(), time.process_time()
         value = fn()
-        seconds = time.perf_counter() - start
-        return {"s": seconds, "peak_gb": (peak_bytes() - before) / GB, "value": value,
-                "act_gb": (marks.get("decoder_end", before) - before) / GB}
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        return {"s": seconds, "cpu_s": cpu, "peak_gb": (peak_bytes() - before) / GB, "value": value,
+                "act_gb": (marks.get("decoder_end", before) - before) / GB,
+                "fwd_peak_gb": (marks.get("fwd_peak", before) - before) / GB}
 
     def grad_pass(batch, ref, adv, t):
         loss = loss_of(batch, ref, adv, t)
+        marks["fwd_peak"] = peak_bytes()  # the forward's peak, before backward starts
         loss.backward()
         return float(loss.detach())
 
@@ -206,13 +217,27 @@ def estimates(folder: str, rows: int, t: int, chunk: int) -> dict:
             "today": (rows * 12 + 32) * t * shape.vocab / GB}  # the old LOGIT_ENTRY/ROW_BYTES formula, fp32
 
 
-def run_one(cfg: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("WORKER ")), None)
-    if proc.returncode or line is None:
-        return {"error": f"rc {proc.returncode}: {proc.stderr.strip().splitlines()[-1:] or proc.stdout[-300:]}"}
-    return json.loads(line[len("WORKER "):])
+def in_child(fn, *args):
+    """``fn(*args)`` in a forked child (a fresh address space for its peak, without re-importing
+    torch: the parent only imports, so no OpenMP pool exists to fork); an error dict if it fails."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            send.send(fn(*args))
+        except BaseException as err:  # noqa: BLE001 - reported in the table, the other cells still run
+            send.send({"error": f"{type(err).__name__}: {err}"[:300]})
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    send.close()
+    try:
+        result = receive.recv()
+    except EOFError:  # killed (e.g. out of memory) before it could answer
+        result = {"error": "worker died"}
+    proc.join()
+    return result
 
 
 def median(results: list[dict], phase: str, key: str) -> float:
@@ -231,61 +256,67 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=1, help="fresh processes per (variant, T), interleaved")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: seconds")
     parser.add_argument("--out", help="write the results as JSON here")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        print("WORKER " + json.dumps(worker(json.loads(args.worker))), flush=True)
-        return {}
     if args.smoke:
         args.layers, args.tokens, args.rows, args.vocab, args.hidden, args.chunk = 1, [32], 2, 4096, 64, 16
     variants = [v for v in args.variants.split(",") if v]
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     started = time.perf_counter()
+    for name in ("torch", "transformers", "peft", "trl", "lapo_lightning.module", "lapo_lightning.policy"):
+        __import__(name)  # once here, before any torch op: every forked worker starts with them loaded
     with tempfile.TemporaryDirectory(prefix="lapo_tpm_") as tmp:
-        folder = build_model(Path(tmp) / "model", args)
+        folder = in_child(build_model, Path(tmp) / "model", vars(args))
+        if isinstance(folder, dict):
+            raise SystemExit(f"building the model failed: {folder['error']}")
         raw: dict = {(v, t): [] for t in args.tokens for v in variants}
         for _ in range(args.repeats):
             for t in args.tokens:
                 for v in variants:
                     cfg = {"variant": v, "tokens": t, "rows": args.rows, "chunk": args.chunk, "model": folder}
-                    raw[(v, t)].append(run_one(cfg))
+                    raw[(v, t)].append(in_child(worker, cfg))
                     print(f"  done {v} T={t}: {raw[(v, t)][-1]}", file=sys.stderr, flush=True)
         est = {t: estimates(folder, args.rows, t, args.chunk) for t in args.tokens}
     print(f"Qwen2 h {args.hidden}, {args.layers} layers, V {args.vocab}, tied; LoRA r 16 all-linear; fp32 CPU "
-          f"({os.cpu_count()} cores); {args.rows} rows x ({PROMPT_TOKENS} prompt + T) tokens; chunk {args.chunk}; "
-          f"{args.repeats} fresh process(es) per cell, medians. GB = 1e9 bytes of RSS growth over the pass's start.")
-    print("| variant | T | grad peak GB | act GB (est) | head GB = peak - act (est) | est act+head GB "
-          "| grad s | no-grad s | no-grad peak GB | grad loss |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"({os.cpu_count()} cores); {args.rows} rows x ({PROMPT_TOKENS} prompt + T) tokens, padded forward; chunk "
+          f"{args.chunk}; {args.repeats} fresh process(es) per cell, medians. GB = 1e9 bytes of RSS growth over the "
+          f"pass's start; (est) = lapo_lightning.cost; s = wall seconds (process CPU seconds).")
+    print("| variant | T | grad peak GB | fwd peak GB | act GB (est) | peak - act GB (est) | peak - decoder GB "
+          "| est act+head GB | grad s (cpu) | no-grad s (cpu) | no-grad peak GB | loss |")
+    print("|" + "---|" * 12)
     table = {}
     for t in args.tokens:
         for v in variants:
             ok = [r for r in raw[(v, t)] if "error" not in r]
             if not ok:
-                print(f"| {v} | {t} | failed: {raw[(v, t)][0]['error']} |||||||")
+                print(f"| {v} | {t} | failed: {raw[(v, t)][0]['error']} |" + " |" * 9)
                 continue
-            peak, act = median(ok, "grad", "peak_gb"), median(ok, "grad", "act_gb")
-            head_est = est[t].get(v)
-            row = {"grad_peak_gb": peak, "act_gb": act, "head_gb": peak - act, "act_est_gb": est[t]["act"],
-                   "head_est_gb": head_est, "grad_s": median(ok, "grad", "s"), "no_grad_s": median(ok, "no_grad", "s"),
-                   "no_grad_peak_gb": median(ok, "no_grad", "peak_gb"), "loss": ok[0]["grad"]["value"],
-                   "runs": ok}
+            row = {f"{phase}_{key}": median(ok, phase, key) for phase in ("grad", "no_grad")
+                   for key in ("s", "cpu_s", "peak_gb", "act_gb", "fwd_peak_gb")}
+            row.update(head_est_gb=est[t].get(v), act_est_gb=est[t]["act"], loss=ok[0]["grad"]["value"], runs=ok)
             table[f"{v}@{t}"] = row
-            head_text = f"{peak - act:.2f} ({head_est:.2f})" if head_est is not None else f"{peak - act:.2f} (-)"
-            total = f"{est[t]['act'] + head_est:.2f}" if head_est is not None else "-"
-            print(f"| {v} | {t} | {peak:.2f} | {act:.2f} ({est[t]['act']:.2f}) | {head_text} | {total} | "
-                  f"{row['grad_s']:.1f} | {row['no_grad_s']:.1f} | {row['no_grad_peak_gb']:.2f} | {row['loss']:.6g} |")
+            peak, act, head_est = row["grad_peak_gb"], row["grad_act_gb"], row["head_est_gb"]
+            decoder = [r["grad"]["peak_gb"] for r in raw.get(("decoder", t), []) if "error" not in r]
+            row["minus_decoder_gb"] = peak - statistics.median(decoder) if decoder else None
+            head_text = "-" if head_est is None else f"{head_est:.2f}"
+            total_text = "-" if head_est is None else f"{est[t]['act'] + head_est:.2f}"
+            minus_text = "-" if not decoder else f"{row['minus_decoder_gb']:.2f}"
+            print(f"| {v} | {t} | {peak:.2f} | {row['grad_fwd_peak_gb']:.2f} | {act:.2f} ({est[t]['act']:.2f}) | "
+                  f"{peak - act:.2f} ({head_text}) | {minus_text} | {total_text} | "
+                  f"{row['grad_s']:.1f} ({row['grad_cpu_s']:.0f}) | {row['no_grad_s']:.1f} ({row['no_grad_cpu_s']:.0f}) | "
+                  f"{row['no_grad_peak_gb']:.2f} | {row['loss']:.6g} |")
     for t in args.tokens:
         chunked, today, plain = (table.get(f"{v}@{t}") for v in ("chunked", "today", "plain"))
         if chunked and today:
             print(f"T {t}: grad peak today / chunked = {today['grad_peak_gb'] / chunked['grad_peak_gb']:.1f}x")
         if chunked and plain:
-            print(f"T {t}: chunked / plain time: grad {chunked['grad_s'] / plain['grad_s']:.2f}x, "
-                  f"no-grad {chunked['no_grad_s'] / plain['no_grad_s']:.2f}x")
+            print(f"T {t}: chunked / plain: grad {chunked['grad_s'] / plain['grad_s']:.2f}x wall, "
+                  f"{chunked['grad_cpu_s'] / plain['grad_cpu_s']:.2f}x cpu; no-grad "
+                  f"{chunked['no_grad_s'] / plain['no_grad_s']:.2f}x wall, "
+                  f"{chunked['no_grad_cpu_s'] / plain['no_grad_cpu_s']:.2f}x cpu")
     wall = time.perf_counter() - started
     print(f"wall {wall:.0f} s")
-    result = {"args": {k: v for k, v in vars(args).items() if k != "worker"}, "estimates_gb": est, "table": table,
+    result = {"args": vars(args), "estimates_gb": est, "table": table,
               "wall_s": wall}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str))

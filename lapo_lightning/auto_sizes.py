@@ -8,7 +8,8 @@ memory are known; every later reader sees plain numbers. Pure arithmetic over
 The peak is ``weights + LoRA state + max(generation, training)``, so the two sizes are
 chosen independently: the most rows per ``generate`` call whose KV cache and sampler fit,
 and the largest divisor of the rollout batch (``data.problems_per_step x model.grpo.group_size``)
-whose training micro-batch fits, each within ``1 - SAFETY_MARGIN`` of the device.
+whose training micro-batch fits, each within ``1 - SAFETY_MARGIN`` of the device. Rows per
+call are a multiple of the group size when at least one whole group fits.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def resolve_auto(run: RunSettings, total: int | None) -> tuple[RunSettings, list
         floor = replace(floor, grpo=replace(floor.grpo, micro_batch_size=micro))
         lines.append(f"model.grpo.micro_batch_size auto -> {micro} (a divisor of the {rollouts} rollouts per step)")
     if run.generation.max_rollouts_per_call == AUTO:
-        rows = _largest(list(range(rollouts, 0, -1)),
+        # Whole groups first: CompactDecode prefills each distinct prompt of a call once.
+        group = run.grpo.group_size
+        whole = list(range(rollouts - rollouts % group, 0, -group))
+        rows = _largest(whole + [r for r in range(min(group, rollouts) - 1, 0, -1)],
                         lambda r: replace(floor, generation=replace(floor.generation, max_rollouts_per_call=r)),
                         usable, "model.generation.max_rollouts_per_call", "generation", total)
         floor = replace(floor, generation=replace(floor.generation, max_rollouts_per_call=rows))

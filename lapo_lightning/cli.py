@@ -10,7 +10,8 @@ of torch/transformers/Lightning imports.
 table's summary. Any importable class is a plugin through ``class_path``; the package
 re-exports the public ones so YAML can use short names (``class_path: LengthBand``).
 ``lapo eval --config configs/eval.yaml`` evaluates models (``lapo_lightning/evaluation``);
-``lapo answer --adapter DIR "question"`` answers one question with a trained adapter,
+``lapo check --config FILE --device-memory GB`` says whether a training config fits a card,
+before any weights load (``lapo_lightning/check_cli.py``); ``lapo answer --adapter DIR "question"`` answers one question with a trained adapter,
 optionally with ``--budget N`` injected (``lapo_lightning/inference.py``). ``lapo demo`` runs
 the offline CPU demo (``lapo_lightning/demo/``); ``lapo compare`` trains length-control methods
 side by side and writes one report (``lapo_lightning/compare/``).
@@ -73,6 +74,7 @@ COMMANDS = """usage: lapo COMMAND [options]    (lapo COMMAND --help for its opti
 
 commands:
   fit      train: lapo fit --config configs/stage1.yaml (LightningCLI; also validate, test, predict)
+  check    will a training config fit a card, before anything loads: lapo check --config FILE --device-memory 12
   eval     evaluate models on benchmarks, one report: lapo eval --config configs/eval.yaml
   answer   answer one question with a trained adapter: lapo answer --adapter DIR "question"
   table    summarise a stage-1 length table: lapo table runs/stage1/length_table.json
@@ -91,6 +93,10 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
         from lapo_lightning.length_table import main as table_main
 
         raise SystemExit(table_main(argv[1:]))
+    if argv[:1] == ["check"]:  # `lapo check --config FILE [--device-memory GB]`: the estimate, no weights
+        from lapo_lightning.check_cli import main as check_main
+
+        raise SystemExit(check_main(argv[1:]))
     if argv[:1] == ["answer"]:
         from lapo_lightning.answer_cli import main as answer_main
 

@@ -34,9 +34,9 @@ class ConfigProblems(SystemExit):
         self.problems = problems
 
 
-def refuse(problems: list[str]) -> ConfigProblems:
+def refuse(problems: list[str], command: str = "lapo fit") -> ConfigProblems:
     """Print one line per problem on stderr; the exception to raise (exit status 2, no traceback)."""
-    report(problems, sys.stderr.write)
+    report(problems, sys.stderr.write, command)
     return ConfigProblems(problems)
 
 
@@ -125,9 +125,20 @@ class LapoCLI(LightningCLI):
             raise refuse([line.strip() for line in str(e).splitlines()]) from None
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> LapoCLI:
-    """The training CLI exactly as ``lapo fit`` builds it (``run=False``: parse and instantiate only)."""
-    return LapoCLI(
+class ParseOnlyCLI(LapoCLI):
+    """``lapo fit``'s parsing and parse errors, and nothing built or seeded: ``lapo check`` reads ``config``."""
+
+    def _set_seed(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def build_cli(args: list[str] | None = None, run: bool = True, parse_only: bool = False) -> LapoCLI:
+    """The training CLI exactly as ``lapo fit`` builds it (``run=False``: parse and instantiate only;
+    ``parse_only``: parse only, the parsed values in ``.config``)."""
+    return (ParseOnlyCLI if parse_only else LapoCLI)(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,

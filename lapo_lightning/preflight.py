@@ -466,9 +466,9 @@ def _dedupe(lines: list[str]) -> list[str]:
     return [ln for ln in lines if not (ln in seen or seen.add(ln))]
 
 
-def report(problems: list[str], write: Callable[[str], Any]) -> None:
+def report(problems: list[str], write: Callable[[str], Any], command: str = "lapo fit") -> None:
     """Print the problems: a count, then one line each."""
     s = "" if len(problems) == 1 else "s"
-    write(f"lapo fit: {len(problems)} problem{s} found before loading any weights:\n")
+    write(f"{command}: {len(problems)} problem{s} found before loading any weights:\n")
     for line in problems:
         write(f"  {line}\n")

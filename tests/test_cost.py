@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 
 import pytest
 import torch
@@ -246,6 +247,23 @@ def test_the_opt_out_starts_anyway(tmp_path, no_weights, monkeypatch):
     monkeypatch.setenv(memory_check.SKIP_ENV, "1")
     with pytest.raises(AssertionError, match="load_policy was called"):
         fit(config_in(tmp_path, "debug/grpo.yaml"), "--trainer.max_steps", "1")
+
+
+def test_auto_sizes_are_numbers_before_weights_load(tmp_path, no_weights, monkeypatch, caplog):
+    """`auto` is resolved at start-up from the estimate: the largest divisor of the 16 rollouts
+    whose peak fits 90% of the device, printed; with too little memory, one line naming the key."""
+    caplog.set_level(logging.INFO, logger="lightning.pytorch")
+    auto = ("--model.grpo.micro_batch_size", "auto", "--model.generation.max_rollouts_per_call", "auto",
+            "--trainer.max_steps", "1")
+    config = config_in(tmp_path, "debug/grpo.yaml")
+    with pytest.raises(AssertionError, match="load_policy was called"):
+        fit(config, *auto)
+    chosen = re.search(r"model.grpo.micro_batch_size auto -> (\d+)", caplog.text)
+    assert chosen and int(chosen[1]) == 16, caplog.text[-2000:]  # a tiny model on this machine's RAM: all of it
+    assert re.search(r"max_rollouts_per_call auto -> 16 ", caplog.text)
+    monkeypatch.setattr(memory_check, "device_total_memory", lambda device: 1_000_000)  # a 1 MB device
+    with pytest.raises(ValueError, match="auto found no size that fits"):
+        fit(config, *auto)
 
 
 @pytest.mark.slow
