@@ -114,6 +114,15 @@ class LapoCLI(LightningCLI):
                 callbacks[i] = ParameterSummary(max_depth=getattr(callback, "_max_depth", 1))
         if self.trainer.strategy.root_device.type == "cpu":
             print_cpu_thread_hint()
+        # The run owns its output folders before it touches them: a second run on them stops here.
+        from lapo_lightning.run_lock import FolderBusy, FolderLocks
+
+        locks = FolderLocks()
+        callbacks.insert(0, locks)
+        try:
+            locks.acquire(self.trainer)
+        except FolderBusy as e:
+            raise refuse([str(e)]) from None
         # Atomic checkpoint saves, `--ckpt_path last`, and a checked checkpoint, before weights load.
         from lapo_lightning.checkpointing import CheckpointError, prepare_fit
         from lapo_lightning.run_identity import CheckpointMismatchError
