@@ -112,7 +112,7 @@ def startup_check(cfg) -> tuple[list[str], list[str], object]:
 
     built = preflight.Built()
     rules = preflight.rule_problems(cfg)
-    problems = preflight.build_sections(cfg, built, build_model=not rules) + rules
+    problems = preflight.build_sections(cfg, built, build_model=not rules) + rules + preflight.trainer_problems(cfg)
     data_problems = preflight.check_data(built)
     problems += data_problems + preflight.check_outputs(cfg, built)
     model_problems = preflight.check_model_sources(built)

@@ -107,6 +107,10 @@ class LapoCLI(LightningCLI):
         from lightning.pytorch.callbacks import ModelSummary, RichModelSummary
 
         from lapo_lightning.callbacks.summary import ParameterSummary
+        from lapo_lightning.checkpointing import CheckpointError, prepare_fit
+        from lapo_lightning.finished_results import replacement_problems
+        from lapo_lightning.run_identity import CheckpointMismatchError
+        from lapo_lightning.run_lock import FolderBusy, FolderLocks
 
         callbacks = self.trainer.callbacks
         for i, callback in enumerate(callbacks):
@@ -115,23 +119,26 @@ class LapoCLI(LightningCLI):
         if self.trainer.strategy.root_device.type == "cpu":
             print_cpu_thread_hint()
         # The run owns its output folders before it touches them: a second run on them stops here.
-        from lapo_lightning.run_lock import FolderBusy, FolderLocks
-
         locks = FolderLocks()
         callbacks.insert(0, locks)
         try:
             locks.acquire(self.trainer)
         except FolderBusy as e:
             raise refuse([str(e)]) from None
-        # Atomic checkpoint saves, `--ckpt_path last`, and a checked checkpoint, before weights load.
-        from lapo_lightning.checkpointing import CheckpointError, prepare_fit
-        from lapo_lightning.run_identity import CheckpointMismatchError
-
+        # Atomic checkpoint saves, `--ckpt_path last`, and a checked checkpoint, before weights load;
+        # then no finished result may be replaced by less. A refusal releases the folders again
+        # (trainer.fit, which would release them at its end, never starts).
         config = self.config_init[self.subcommand]
         try:
-            config["ckpt_path"] = prepare_fit(self.trainer, self.model, config.get("ckpt_path"))
-        except (CheckpointError, CheckpointMismatchError) as e:  # one line per problem, exit status 2
-            raise refuse([line.strip() for line in str(e).splitlines()]) from None
+            try:
+                config["ckpt_path"] = prepare_fit(self.trainer, self.model, config.get("ckpt_path"))
+            except (CheckpointError, CheckpointMismatchError) as e:  # one line per problem, exit status 2
+                raise refuse([line.strip() for line in str(e).splitlines()]) from None
+            if problems := replacement_problems(self.trainer, config["ckpt_path"]):
+                raise refuse(problems)
+        except BaseException:
+            locks.release()
+            raise
 
 
 class ParseOnlyCLI(LapoCLI):

@@ -52,8 +52,11 @@ class Phase:
                              "finished-marker go)") from None
 
     def args(self, smoke: bool, resume: bool = False) -> list[str]:
+        # A phase that starts afresh replaces what an unfinished or smoke run of it left (a finished
+        # run of it is skipped), which `lapo fit` otherwise refuses (finished_results.py).
+        fresh = ("--export.overwrite", "true") if self.command == "fit" and not resume else ()
         return [self.command, "--config", str(self.config), *(self.smoke if smoke else ()),
-                *(("--ckpt_path", "last") if resume else ())]
+                *(("--ckpt_path", "last") if resume else fresh)]
 
 
 def stay_offline() -> None:

@@ -49,7 +49,7 @@ def check(cfg: Namespace, inputs: bool = True) -> list[str]:
     """
     built = Built()
     rules = rule_problems(cfg)
-    problems = build_sections(cfg, built, build_model=not rules) + rules
+    problems = build_sections(cfg, built, build_model=not rules) + rules + trainer_problems(cfg)
     if inputs:
         data_problems = check_data(built)
         problems += data_problems
@@ -221,6 +221,19 @@ def rule_problems(cfg: Namespace) -> list[str]:
         )
     except TypeError:  # a value of the wrong type: its section's own check reports it
         return []
+
+
+def trainer_problems(cfg: Namespace) -> list[str]:
+    """Trainer settings that would end badly after the start-up check: ``max_steps`` 0 trains
+    nothing yet exports its untrained weights (and an empty length table) over the run's
+    outputs; below -1 Lightning itself refuses, only after the model is built."""
+    steps = cfg.get("trainer.max_steps")
+    if steps == 0:
+        return ["trainer.max_steps: 0 trains nothing, yet the run would still export untrained weights (and an empty "
+                "length table) over its outputs; set a number of optimizer steps > 0, or -1 to train by max_epochs"]
+    if isinstance(steps, int) and steps < -1:
+        return [f"trainer.max_steps: must be > 0, or -1 to train by max_epochs (got {steps})"]
+    return []
 
 
 def _class_of(node: Any) -> type | None:

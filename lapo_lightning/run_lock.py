@@ -124,11 +124,14 @@ class FolderLocks(pl.Callback):
         if trainer.is_global_zero and not self.locks:
             self.locks = lock_all(output_folders(trainer))
 
+    def release(self) -> None:
+        for lock in self.locks:
+            lock.release()
+        self.locks = []
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self.acquire(trainer)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        for lock in self.locks:
-            lock.release()
-        self.locks = []
+        self.release()

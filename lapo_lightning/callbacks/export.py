@@ -1,7 +1,8 @@
 """Export the trained adapter in PEFT format when fit ends (and optionally a merged model).
 
 The prompt template is recorded beside it (``lapo_prompt.json``), so ``lapo answer`` asks
-questions the way training did. A module that trains every weight (``SFTModule`` with ``full_finetune``) exports the whole
+questions the way training did, and so is the optimizer step it was exported at and whether
+its run completed (``lapo_export.json``), so that a later run never replaces it with less. A module that trains every weight (``SFTModule`` with ``full_finetune``) exports the whole
 model instead, as a ``from_pretrained`` folder.
 
 The folder is written whole or not at all: weights, tokenizer files and ``lapo_prompt.json``
@@ -24,6 +25,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
 from lapo_lightning.atomic import check_writable_folder, clean_stale, folder_in_place
+from lapo_lightning.finished_results import write_record
 from lapo_lightning.health import NonFiniteWeightsError, nonfinite_parameters, nonfinite_weights_message
 from lapo_lightning.policy import export_merged, save_trained
 from lapo_lightning.prompts import save_prompt
@@ -35,11 +37,15 @@ class ExportAdapter(pl.Callback):
     Args:
         dirpath: output folder; default ``<log_dir>/adapter``.
         merged: also write a full model with the adapter merged in (``<dirpath>/../merged``).
+        overwrite: let this run replace a finished adapter or length table with less (fewer
+            steps, or a fresh run over a completed one); off, ``lapo fit`` refuses to start
+            (``lapo_lightning/finished_results.py``).
     """
 
-    def __init__(self, dirpath: str | None = None, merged: bool = False) -> None:
+    def __init__(self, dirpath: str | None = None, merged: bool = False, overwrite: bool = False) -> None:
         self.dirpath = dirpath
         self.merged = merged
+        self.overwrite = overwrite
 
     def resolve(self, trainer: pl.Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "adapter"
@@ -62,6 +68,7 @@ class ExportAdapter(pl.Callback):
             save_trained(pl_module.policy, pl_module.tokenizer, tmp)
             if getattr(pl_module, "prompt", None) is not None:  # `lapo answer` renders questions the same way
                 save_prompt(pl_module.prompt, tmp)
+            write_record(tmp, trainer.global_step, complete=not trainer.interrupted)
         rank_zero_info(f"trained weights saved to {out}")
         if self.merged:
             with folder_in_place(out.parent / "merged", "merged model") as tmp:

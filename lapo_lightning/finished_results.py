@@ -1,0 +1,85 @@
+"""Finished results are never replaced by less: checked at start-up, before any weights load.
+
+Flow: ``fit_cli.LapoCLI.before_fit`` (after the run has locked its folders and resolved
+``--ckpt_path``) calls :func:`replacement_problems`.
+It looks at what this run would write over when it ends: the adapter export (its record
+``lapo_export.json``, written by ``ExportAdapter``: the optimizer step it was exported at and
+whether its run completed) and every length table a callback writes (``metadata.step`` and
+``metadata.complete``). A run is refused, one line per result, when it would replace
+
+- a result exported at more optimizer steps than this run will reach (``trainer.max_steps``),
+- or a completed result, unless this run resumes a checkpoint (continuing a run to more
+  steps is what ``--ckpt_path`` is for).
+
+``export.overwrite: true`` replaces them anyway. An adapter folder without a record (exported
+by an older lapo, or by hand) counts as completed, at an unknown step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RECORD = "lapo_export.json"
+
+
+def write_record(folder: Path, step: int, complete: bool) -> None:
+    """What ``ExportAdapter`` leaves beside the adapter: the step and whether the run completed."""
+    (folder / RECORD).write_text(json.dumps({"step": step, "complete": complete}) + "\n", encoding="utf-8")
+
+
+def export_state(folder: Path) -> tuple[int | None, bool] | None:
+    """(step, complete) of an adapter export in ``folder``; None when there is none."""
+    if not (folder / "adapter_config.json").is_file() and not (folder / RECORD).is_file():
+        return None
+    try:
+        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+        return int(record["step"]), bool(record["complete"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, True
+
+
+def table_state(path: Path) -> tuple[int | None, bool] | None:
+    """(step, complete) of a length table at ``path``; None when there is none (or it is unreadable:
+    the table's own checks report that)."""
+    from lapo_lightning.length_table import LengthTable, LengthTableError
+
+    if not path.is_file():
+        return None
+    try:
+        metadata = LengthTable.load(path).metadata
+    except LengthTableError:
+        return None
+    step = metadata.get("step")
+    return (step if isinstance(step, int) else None), bool(metadata.get("complete"))
+
+
+def replacement_problems(trainer, ckpt_path: str | None) -> list[str]:
+    """One line per finished result this run would replace with less (empty when none, or when
+    the run's ``ExportAdapter`` says ``overwrite``)."""
+    from lapo_lightning.callbacks.export import ExportAdapter
+
+    if any(isinstance(c, ExportAdapter) and c.overwrite for c in trainer.callbacks):
+        return []
+    planned = trainer.max_steps if trainer.max_steps > 0 else None
+    results = []
+    for callback in trainer.callbacks:
+        if isinstance(callback, ExportAdapter):
+            folder = callback.resolve(trainer)
+            results.append((f"export.dirpath {folder}", "adapter", export_state(folder)))
+        path = getattr(callback, "path", None)
+        if isinstance(path, str) and path:
+            results.append((f"{type(callback).__name__}.path {path}", "length table", table_state(Path(path))))
+    problems = []
+    for where, what, state in results:
+        if state is None:
+            continue
+        step, complete = state
+        at = f"step {step}" if step is not None else "an unknown step"
+        if planned is not None and step is not None and planned < step:
+            problems.append(f"{where}: holds {'an' if what[0] in 'aeiou' else 'a'} {what} from {at}, and this run stops at trainer.max_steps {planned}: it "
+                            f"would replace it with less; write elsewhere, or set export.overwrite: true to replace it")
+        elif complete and ckpt_path is None:
+            problems.append(f"{where}: holds the {what} of a completed run ({at}); this fresh run would replace it: "
+                            "resume that run with --ckpt_path last, write elsewhere, or set export.overwrite: true")
+    return problems
