@@ -48,8 +48,8 @@ SAMPLER_COPIES = 8  # [rows, V] fp32 tensors alive while picking a token (see ge
 SAVED_VALUE_BYTES = 4  # activations kept for backward are counted as fp32 (see training_activation_bytes)
 # Bytes per entry of one chunk's [chunk, V] logits at the head's peak (see head_bytes), by the
 # head's dtype size; the second table for a trainable head (a LoRA on lm_head).
-CHUNK_ENTRY_BYTES = {4: 8, 2: 12}
-CHUNK_ENTRY_BYTES_TRAINABLE = {4: 16, 2: 16}
+CHUNK_ENTRY_BYTES = {4: 4, 2: 8}
+CHUNK_ENTRY_BYTES_TRAINABLE = {4: 24, 2: 24}
 
 
 class UnsupportedModel(ValueError):
@@ -370,13 +370,14 @@ def head_bytes(rows: int, completion_tokens: int, shape: ModelShape, value_bytes
     chunk's logits and temporaries, plus two ``[rows * t, h]`` tensors (the saved gradient with
     respect to the hidden states, and its product with the incoming gradient in backward).
 
-    Per entry of the ``[chunk, V]`` chunk, frozen head: fp32 logits and the log-sum-exp's
-    temporary (8 bytes); bf16 adds the bf16 logits and the bf16 copy of the softmax gradient
-    (12). A trainable head recomputes the chunk in backward with autograd's fp32 and head-dtype
-    gradients (16 either way). The full-vocabulary logits never exist, so ``rows`` and the cap
-    enter only through the hidden-size terms.
+    Per entry of the ``[chunk, V]`` chunk, frozen head: the log-softmax and its gradient are
+    computed in place in one fp32 copy of the logits (4 bytes); bf16 adds the bf16 logits and
+    the bf16 copy of the softmax gradient (8). A trainable head recomputes the chunk under
+    autograd in backward: the logits, ``logsumexp``'s two temporaries and the gradients in fp32
+    and the head's dtype (24 either way). The full-vocabulary logits never exist, so ``rows``
+    and the cap enter only through the hidden-size terms.
     Example (stage 1: 4 rows x 4,096 tokens, h 1,536, V 151,936, bf16, chunk 512):
-    12 * 512 * 151,936 + 2 * 4 * 4,096 * 1,536 * 2 = 0.93e9 + 0.10e9 = 1.04e9 bytes.
+    8 * 512 * 151,936 + 2 * 4 * 4,096 * 1,536 * 2 = 0.62e9 + 0.10e9 = 0.72e9 bytes.
     """
     per_entry = (CHUNK_ENTRY_BYTES_TRAINABLE if head_trainable else CHUNK_ENTRY_BYTES)[value_bytes]
     chunk = min(chunk_tokens, rows * completion_tokens)

@@ -55,7 +55,7 @@ def head_logprobs(hidden: Tensor, head: torch.nn.Module, targets: Tensor, temper
     trainable_head = any(p.requires_grad for p in head.parameters())
     if not torch.is_grad_enabled() or not (flat.requires_grad or trainable_head):
         with torch.no_grad():
-            out = torch.cat([_chunk_logprobs(head(h), y, temperature)
+            out = torch.cat([_chunk_logprobs_no_grad(head(h), y, temperature)[0]
                              for h, y in zip(flat.split(chunk_tokens), flat_targets.split(chunk_tokens))])
     elif type(head) is torch.nn.Linear and not trainable_head:
         out = _FrozenLinearLogprobs.apply(flat, head.weight, head.bias, flat_targets, temperature, chunk_tokens)
@@ -66,11 +66,28 @@ def head_logprobs(hidden: Tensor, head: torch.nn.Module, targets: Tensor, temper
 
 
 def _chunk_logprobs(logits: Tensor, targets: Tensor, temperature: float) -> Tensor:
-    """[c] fp32 log-probs of ``targets`` [c] under ``logits`` [c, V] (autograd-safe: no in-place ops)."""
+    """[c] fp32 log-probs of ``targets`` [c] under ``logits`` [c, V], through autograd (the trainable-head path)."""
     scaled = logits.float()
     if temperature != 1.0:
         scaled = scaled / temperature
     return scaled.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
+
+
+def _chunk_logprobs_no_grad(logits: Tensor, targets: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """(log-probs [c], softmax [c, V]) of ``targets`` [c] under ``logits`` [c, V], both fp32.
+
+    Outside autograd only: it works in place in one fp32 copy of the logits (none when they
+    are fp32 already), so a chunk costs 4 bytes per logit here, where ``torch.logsumexp``
+    would add two more fp32 temporaries. Same maths: log-sum-exp shifted by the row's maximum.
+    """
+    scaled = logits.float()
+    if temperature != 1.0:
+        scaled = scaled.div_(temperature)
+    picked = scaled.gather(-1, targets[:, None]).squeeze(-1)
+    top = scaled.amax(dim=-1, keepdim=True)  # [c, 1]
+    probs = scaled.sub_(top).exp_()  # exp(x - max), in place
+    total = probs.sum(dim=-1, keepdim=True)
+    return picked - (top + total.log()).squeeze(-1), probs.div_(total)
 
 
 def _module_chunk_logprobs(head: torch.nn.Module, hidden: Tensor, targets: Tensor, temperature: float) -> Tensor:
@@ -88,14 +105,10 @@ class _FrozenLinearLogprobs(torch.autograd.Function):
         for start in range(0, len(targets), chunk_tokens):
             rows = slice(start, start + chunk_tokens)
             h, y = hidden[rows], targets[rows]
-            scaled = torch.nn.functional.linear(h, weight, bias).float()  # [c, V]
-            if temperature != 1.0:
-                scaled.div_(temperature)
-            lse = torch.logsumexp(scaled, dim=-1)  # [c]
-            out[rows] = scaled.gather(-1, y[:, None]).squeeze(-1) - lse
-            # d logp / d logits = onehot(y) - softmax, built in place over the fp32 logits.
-            probs = scaled.sub_(lse[:, None]).exp_().neg_()
-            probs.scatter_add_(-1, y[:, None], torch.ones_like(y[:, None], dtype=probs.dtype))
+            logprobs, probs = _chunk_logprobs_no_grad(torch.nn.functional.linear(h, weight, bias), y, temperature)
+            out[rows] = logprobs
+            # d logp / d logits = onehot(y) - softmax, built in place over the softmax.
+            probs.neg_().scatter_add_(-1, y[:, None], torch.ones_like(y[:, None], dtype=probs.dtype))
             grad_hidden[rows] = (probs.to(weight.dtype) @ weight).div_(temperature)  # [c, H]
         ctx.save_for_backward(grad_hidden)
         return out
