@@ -136,8 +136,9 @@ def resolve_last(folders: list[Path]) -> Path | None:
     return None
 
 
-def prepare_fit(trainer, module, ckpt_path: str | None) -> str | None:
-    """Everything checkpoint-related before ``trainer.fit``; returns the ckpt_path to pass on."""
+def prepare_fit(trainer, module, ckpt_path: str | None, datamodule=None) -> str | None:
+    """Everything checkpoint-related before ``trainer.fit``; returns the ckpt_path to pass on.
+    ``datamodule``: the run's data, so a checkpoint of other data is refused before weights load."""
     strategy = trainer.strategy
     if type(strategy.checkpoint_io) is TorchCheckpointIO:  # the default one; a user's own plugin stays
         strategy.checkpoint_io = AtomicCheckpointIO()
@@ -157,7 +158,7 @@ def prepare_fit(trainer, module, ckpt_path: str | None) -> str | None:
         return ckpt_path
     checkpoint = load_checkpoint(ckpt_path)
     if hasattr(module, "policy_config"):
-        current = run_identity.identity(module, trainer.callbacks)
+        current = run_identity.identity(module, trainer.callbacks, datamodule)
         recorded = checkpoint.get(run_identity.KEY)
         if recorded is not None:
             lines = run_identity.differences(recorded, current)

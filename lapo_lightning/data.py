@@ -402,6 +402,17 @@ class LapoDataModule(pl.LightningDataModule):
         payload = json.dumps({"source": src, "ids": sorted(self.problem_ids)}, ensure_ascii=False)
         return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:12]
 
+    @property
+    def content_fingerprint(self) -> str:
+        """Short hash of the training problems themselves: each id with its (NFC-normalised)
+        problem text and answer. Part of a checkpoint's run identity, so a resume on other data
+        (another file, or the same ids with other problems) is refused."""
+        import unicodedata
+
+        rows = sorted((unicodedata.normalize("NFC", p.id), unicodedata.normalize("NFC", p.problem),
+                       unicodedata.normalize("NFC", p.answer)) for p in self.train_problems)
+        return hashlib.sha1(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()[:12]
+
     def describe(self) -> dict:
         return {
             "source": self.train_file,

@@ -131,7 +131,7 @@ class LapoCLI(LightningCLI):
         config = self.config_init[self.subcommand]
         try:
             try:
-                config["ckpt_path"] = prepare_fit(self.trainer, self.model, config.get("ckpt_path"))
+                config["ckpt_path"] = prepare_fit(self.trainer, self.model, config.get("ckpt_path"), self.datamodule)
             except (CheckpointError, CheckpointMismatchError) as e:  # one line per problem, exit status 2
                 raise refuse([line.strip() for line in str(e).splitlines()]) from None
             if problems := replacement_problems(self.trainer, config["ckpt_path"]):

@@ -465,16 +465,21 @@ class GRPOModule(pl.LightningModule):
                                           "nonfinite_streak": self.nonfinite_streak,
                                           "nonfinite_since": self.nonfinite_since}
         # Which run wrote it (model, LoRA, stage), so a resume under another config is refused.
-        checkpoint[run_identity.KEY] = run_identity.identity(self, self.trainer.callbacks if self._trainer else [])
+        checkpoint[run_identity.KEY] = self.run_identity()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.refuse_foreign_checkpoint(checkpoint)
         self.restore_numerical_health(checkpoint)
 
+    def run_identity(self) -> dict:
+        trainer = self._trainer
+        return run_identity.identity(self, trainer.callbacks if trainer else [],
+                                     getattr(trainer, "datamodule", None) if trainer else None)
+
     def refuse_foreign_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint of another run (model, adapter shapes, stage) before anything loads:
         loading is non-strict, so a foreign checkpoint would otherwise load nothing, silently."""
-        current = run_identity.identity(self, self.trainer.callbacks if self._trainer else [])
+        current = self.run_identity()
         recorded = checkpoint.get(run_identity.KEY)
         lines = run_identity.differences(recorded, current) if recorded is not None else []
         shapes = {name: tuple(p.shape) for name, p in self.named_parameters() if p.requires_grad}

@@ -2,7 +2,9 @@
 
 ``GRPOModule.on_save_checkpoint`` stores :func:`identity` under ``checkpoint["lapo_run"]``: the
 base model, its dtype and 4-bit loading, the LoRA settings (read from the starting adapter when
-there is one), the reward classes and whether stage-2 budgets (``BudgetTargets``) are on. A
+there is one), the reward classes, whether stage-2 budgets (``BudgetTargets``) are on, what a
+step means (G, problems per step, the generation cap) and a fingerprint of the training
+problems (ids, text and answers). A
 resume compares it with the current config twice: before any weights load
 (``checkpointing.prepare_fit``) and in ``GRPOModule.on_load_checkpoint``, which also compares the
 saved adapter tensors' shapes with the model's. Any difference refuses the resume with one line
@@ -27,7 +29,15 @@ FIELDS = {
     "lora_target_modules": "model.policy.lora.target_modules (or the adapter's)",
     "rewards": "model.rewards",
     "budget_targets": "trainer.callbacks (BudgetTargets)",
+    "group_size": "model.grpo.group_size",
+    "problems_per_step": "data.problems_per_step",
+    "max_new_tokens": "model.generation.max_new_tokens",
+    "data": "data.train_file (its problems' ids, text and answers)",
 }
+# What changes the meaning of a step or the data but not the tensors: a user who really means to
+# continue under new values may (ALLOW_ENV=1); a different model or adapter shape cannot load at all.
+OVERRIDABLE = ("group_size", "problems_per_step", "max_new_tokens", "data")
+ALLOW_ENV = "LAPO_ALLOW_RESUME_CHANGES"
 
 
 class CheckpointMismatchError(ValueError):
@@ -51,9 +61,18 @@ def _lora(policy) -> dict:
     return settings
 
 
-def identity(module, callbacks) -> dict:
-    """The run's identity from a module (``policy_config``, ``rewards``) and the trainer's callbacks."""
+def identity(module, callbacks, datamodule=None) -> dict:
+    """The run's identity from a module (``policy_config``, ``rewards``, ``grpo``, ``generation``),
+    the trainer's callbacks and the data module (its problems; absent fields are not compared)."""
     policy = module.policy_config
+    step = {}
+    if getattr(module, "grpo", None) is not None:
+        step["group_size"] = module.grpo.group_size
+    if getattr(module, "generation", None) is not None:
+        step["max_new_tokens"] = module.generation.max_new_tokens
+    if datamodule is not None and hasattr(datamodule, "content_fingerprint"):
+        step["problems_per_step"] = datamodule.problems_per_step
+        step["data"] = datamodule.content_fingerprint
     return {
         "module": type(module).__name__,
         "base_model": policy.model,
@@ -62,13 +81,21 @@ def identity(module, callbacks) -> dict:
         **_lora(policy),
         "rewards": sorted(type(r).__name__ for r in getattr(module, "rewards", [])),
         "budget_targets": any(type(c).__name__ == "BudgetTargets" for c in callbacks),
+        **step,
     }
 
 
 def differences(recorded: dict, current: dict) -> list[str]:
-    """One line per field that differs: ``<what> (<config key>): checkpoint X, config Y``."""
+    """One line per field that differs: ``<what> (<config key>): checkpoint X, config Y``.
+    Fields either side lacks (a checkpoint of an older lapo) are not compared; with
+    ``LAPO_ALLOW_RESUME_CHANGES=1`` the :data:`OVERRIDABLE` ones are not either."""
+    import os
+
+    allowed = OVERRIDABLE if os.environ.get(ALLOW_ENV, "") not in ("", "0") else ()
     lines = []
     for field, key in FIELDS.items():
+        if field in allowed or field not in current:
+            continue
         pair = (recorded.get(field), current.get(field))
         if field == "lora_target_modules" and sum(isinstance(v, str) for v in pair) == 1:
             continue  # "all-linear" against the list a saved adapter expanded it to: the shapes decide
@@ -103,4 +130,7 @@ def refusal(path: str | None, lines: list[str], recorded: dict | None, current: 
                  "run it without --ckpt_path")
     else:
         text += "\n  resume with the config that wrote it, or start afresh without --ckpt_path"
+        if any(line.startswith(tuple(f.replace("_", " ") + " (" for f in OVERRIDABLE)) for line in lines):
+            text += (f"; to continue it under the new {', '.join(f.replace('_', ' ') for f in OVERRIDABLE)} "
+                     f"anyway, set {ALLOW_ENV}=1")
     return CheckpointMismatchError(text)

@@ -12,6 +12,7 @@ four minutes on 2 busy cores).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -243,3 +244,26 @@ def test_cli_refuses_a_non_checkpoint_file_before_loading_weights(folder_with_a_
     assert problems == [f"--ckpt_path {bad}: not a checkpoint archive (truncated, or another kind of file); "
                         f"the last good checkpoint in {folder} is {good}: resume with --ckpt_path {good}"]
     assert not (tmp_path / "run" / STAGE1 / "adapter").exists()
+
+
+def test_resume_on_other_data_or_another_step_shape_is_refused_naming_each(stage1_reference, tmp_path, capsys,
+                                                                          monkeypatch):
+    """Same ids, one problem's text changed: still other data. G and the cap change what a step
+    means. LAPO_ALLOW_RESUME_CHANGES=1 is the explicit way to continue anyway."""
+    ckpt = stage1_reference / STAGE1 / "checkpoints/epoch=0-step=3.ckpt"
+    rows = [json.loads(line) for line in (ROOT / "data/debug_arithmetic.jsonl").read_text().splitlines() if line]
+    rows[0]["problem"] += " Show your work."
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = config_in(tmp_path, "debug/stage1.yaml")
+    problems = refused(config, "--data.train_file", str(other), "--model.grpo.group_size", "4",
+                       "--model.generation.max_new_tokens", "24", "--ckpt_path", str(ckpt), capsys=capsys)
+    assert problems[1:4] == ["group size (model.grpo.group_size): checkpoint 8, config 4",
+                             "max new tokens (model.generation.max_new_tokens): checkpoint 32, config 24",
+                             problems[3]]
+    assert problems[3].startswith("data (data.train_file (its problems' ids, text and answers)): checkpoint '")
+    assert "set LAPO_ALLOW_RESUME_CHANGES=1" in problems[-1]
+    monkeypatch.setenv("LAPO_ALLOW_RESUME_CHANGES", "1")
+    cli = fit(config, "--data.train_file", str(other), "--ckpt_path", str(ckpt), "--trainer.max_steps", "4",
+              "--trainer.limit_val_batches", "0")
+    assert cli.trainer.global_step == 4
