@@ -419,6 +419,7 @@ class LapoDataModule(pl.LightningDataModule):
             "size": len(self.train_problems),
             "val_size": len(self.val_problems),
             "fingerprint": self.fingerprint,
+            "content_fingerprint": self.content_fingerprint,
         }
 
     def train_dataloader(self) -> DataLoader:

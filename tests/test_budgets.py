@@ -34,10 +34,11 @@ def table_path(tmp_path):
 
 class FakeData:
     def __init__(self, ids: list[str], fingerprint: str = "fp-1") -> None:
-        self.problem_ids, self._fp = ids, fingerprint
+        self.problem_ids, self._fp, self.content = ids, fingerprint, None
 
     def describe(self) -> dict:
-        return {"source": "fake.jsonl", "size": len(self.problem_ids), "fingerprint": self._fp}
+        return {"source": "fake.jsonl", "size": len(self.problem_ids), "fingerprint": self._fp,
+                "content_fingerprint": self.content}
 
 
 def fakes(tmp_path, ids=("a", "b", "c", "d"), fingerprint="fp-1", rewards=None):
@@ -52,7 +53,7 @@ def fakes(tmp_path, ids=("a", "b", "c", "d"), fingerprint="fp-1", rewards=None):
 
 def ready(tmp_path, table_path, **kwargs) -> tuple[BudgetTargets, SimpleNamespace, SimpleNamespace, list]:
     trainer, module, logged = fakes(tmp_path, rewards=kwargs.pop("rewards", None))
-    callback = BudgetTargets(table=str(table_path), **kwargs)
+    callback = BudgetTargets(table=str(table_path), allow_partial_match=True, **kwargs)
     with pytest.warns(UserWarning):  # "c" is missing and "b" unsolved
         callback.setup(trainer, module, "fit")
     return callback, trainer, module, logged
@@ -140,14 +141,14 @@ def test_state_dict_round_trip_in_either_restore_order(tmp_path, table_path):
     state = callback.state_dict()
 
     # Lightning's order on resume: setup (reads the stage-1 file), then load_state_dict.
-    after = BudgetTargets(table=str(table_path))
+    after = BudgetTargets(table=str(table_path), allow_partial_match=True)
     with pytest.warns(UserWarning):
         after.setup(*fakes(tmp_path)[:2], "fit")
     after.load_state_dict(state)
     assert after.state_dict() == state and after.targets["a"] == 15.0 and after.shrunk == 1
 
     # The other order must not let the table file clobber the restored targets either.
-    before = BudgetTargets(table=str(table_path))
+    before = BudgetTargets(table=str(table_path), allow_partial_match=True)
     before.load_state_dict(state)
     with pytest.warns(UserWarning):
         before.setup(*fakes(tmp_path)[:2], "fit")
@@ -195,14 +196,15 @@ def test_incomplete_stage1_table_is_refused_naming_file_step_and_coverage(tmp_pa
 
 
 def test_incomplete_stage1_table_is_used_when_allowed(tmp_path):
-    callback = BudgetTargets(table=partial_table(tmp_path, complete=False), allow_partial_table=True)
+    callback = BudgetTargets(table=partial_table(tmp_path, complete=False), allow_partial_table=True,
+                             allow_partial_match=True)
     with pytest.warns(UserWarning, match="did not finish .* used anyway"):
         callback.setup(*fakes(tmp_path)[:2], "fit")
     assert callback.target("a") == 100.5
 
 
 def test_unmarked_table_from_before_the_mark_is_used_with_a_warning(tmp_path):
-    callback = BudgetTargets(table=partial_table(tmp_path, complete=None))
+    callback = BudgetTargets(table=partial_table(tmp_path, complete=None), allow_partial_match=True)
     with pytest.warns(UserWarning, match="does not say whether its stage-1 run finished"):
         callback.setup(*fakes(tmp_path)[:2], "fit")
     assert callback.target("d") == 40.0
@@ -225,14 +227,37 @@ def test_missing_or_corrupt_table_fails_naming_key_and_file(tmp_path, content):
     assert "trainer.callbacks[BudgetTargets].table" in str(err.value) and str(path) in str(err.value)
 
 
-def test_mismatched_dataset_warns_with_counts(tmp_path, table_path):
+def test_a_table_of_other_problems_is_refused_naming_how_many(tmp_path, table_path):
+    trainer, module, _ = fakes(tmp_path, ids=("a", "b", "x", "y", "z"), fingerprint="fp-2")
+    with pytest.raises(LengthTableError) as err:
+        BudgetTargets(table=str(table_path)).setup(trainer, module, "fit")
+    text = str(err.value)
+    assert "is not the table of this data" in text and "allow_partial_match: true" in text
+    assert "3 of the 5 training problems are not in it, e.g. ['x', 'y', 'z']" in text
+    assert "1 of its 3 problems are not in data.train_file, e.g. ['d']" in text
+
+
+def test_a_partial_match_allowed_explicitly_warns_with_counts(tmp_path, table_path):
     trainer, module, _ = fakes(tmp_path, ids=("a", "b", "x", "y", "z"), fingerprint="fp-2")
     with pytest.warns(UserWarning) as record:
-        BudgetTargets(table=str(table_path)).setup(trainer, module, "fit")
+        BudgetTargets(table=str(table_path), allow_partial_match=True).setup(trainer, module, "fit")
     text = " ".join(str(w.message) for w in record)
-    assert "fingerprint fp-1" in text and "fp-2" in text
+    assert "used anyway (allow_partial_match: true)" in text
     assert "4 of 5 training problems have no target" in text
     assert "3 missing from" in text and "1 unsolved" in text and "fallback budget 32" in text
+
+
+def test_same_ids_with_other_text_are_refused_and_ids_compare_in_nfc(tmp_path):
+    path = tmp_path / "t.json"
+    LengthTable({"caf\u00e9": entry(50.0)}, {"dataset": {"content_fingerprint": "c-1"}, "complete": True}).save(path)
+    trainer, module, _ = fakes(tmp_path, ids=("cafe\u0301",))  # the same id, decomposed
+    trainer.datamodule.content = "c-1"
+    callback = BudgetTargets(table=str(path))
+    callback.setup(trainer, module, "fit")  # matches after NFC
+    assert callback.target("cafe\u0301") == 50.0
+    trainer.datamodule.content = "c-2"
+    with pytest.raises(LengthTableError, match="text or answers differ .*content fingerprint c-1 in the table, c-2"):
+        BudgetTargets(table=str(path)).setup(trainer, module, "fit")
 
 
 def test_table_sharing_no_ids_with_the_dataset_is_an_error(tmp_path, table_path):

@@ -14,6 +14,7 @@ Departs from the official code, whose Eq. 8 update never reaches later prompts.
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,6 +33,11 @@ KEY = "trainer.callbacks[BudgetTargets]"
 DEFAULT_SIGMA = 120.0  # the paper's sigma, used only when no BudgetGaussian reward is configured
 
 
+def nfc(problem_id: str) -> str:
+    """Problem ids are compared in Unicode NFC: the same id typed or stored another way is one problem."""
+    return unicodedata.normalize("NFC", problem_id)
+
+
 class BudgetTargets(LengthTableWriter):
     """Supply stage-2 budgets/targets from the stage-1 length table and refine them (Eq. 8).
 
@@ -46,6 +52,9 @@ class BudgetTargets(LengthTableWriter):
             ``BudgetGaussian`` reward, else 120.
         allow_partial_table: accept a table marked ``complete: false`` (written at a checkpoint of
             a stage-1 run that did not reach its end, e.g. killed); refused by default.
+        allow_partial_match: accept a table that lacks some of the data's problems, holds others,
+            or was written for other text under the same ids; refused by default, since its
+            budgets would belong to other problems.
 
     Logs per step (over all processes): ``budget/abs_error``, ``budget/signed_error`` (mean
     L - n) and ``budget/within_sigma`` over rollouts that stated a budget n (fallback budgets
@@ -54,13 +63,14 @@ class BudgetTargets(LengthTableWriter):
     """
 
     def __init__(self, table: str, fallback_budget: int | None = None, path: str | None = None,
-                 sigma: float | None = None, allow_partial_table: bool = False) -> None:
+                 sigma: float | None = None, allow_partial_table: bool = False,
+                 allow_partial_match: bool = False) -> None:
         if fallback_budget is not None and fallback_budget < 1:
             raise ValueError(f"{KEY}.fallback_budget must be >= 1 token or null, got {fallback_budget}")
         if sigma is not None and sigma <= 0:
             raise ValueError(f"{KEY}.sigma must be > 0 tokens or null, got {sigma}")
         self.table, self.fallback_budget, self.path, self.sigma = table, fallback_budget, path, sigma
-        self.allow_partial_table = allow_partial_table
+        self.allow_partial_table, self.allow_partial_match = allow_partial_table, allow_partial_match
         # The live table: entry.median is the problem's current target (None = no target yet).
         self.entries: dict[str, LengthEntry] = {}
         self.shrunk = 0  # cumulative: targets lowered by Eq. 8
@@ -103,7 +113,7 @@ class BudgetTargets(LengthTableWriter):
         # Lightning restores callback state *after* setup on resume; guard anyway so the table
         # file can never overwrite refined targets, whichever order a strategy uses.
         if not self._restored:
-            self.entries = dict(table.entries)
+            self.entries = {nfc(pid): entry for pid, entry in table.entries.items()}
 
     def check_complete(self, table: LengthTable) -> None:
         """Refuse the table of a stage-1 run that did not reach its end, unless allowed."""
@@ -124,22 +134,39 @@ class BudgetTargets(LengthTableWriter):
         )
 
     def check_dataset(self, table: LengthTable, problem_ids: list[str], described: dict) -> None:
-        report = table.match_report(problem_ids)
-        if report["dataset"] and not report["in_both"]:
+        """Stage 2 trusts only a table of its own problems: ids compared after NFC normalisation,
+        and, where the table records it, the problems' text and answers (content fingerprint).
+        A table missing some of the data's problems, or holding others, is refused unless
+        ``allow_partial_match``; one sharing no id at all is refused always."""
+        ids, known = {nfc(p) for p in problem_ids}, {nfc(p) for p in table.entries}
+        missing, extra = sorted(ids - known), sorted(known - ids)
+        if ids and not ids & known:
             raise LengthTableError(
-                f"{KEY}.table: {self.table} shares no problem ids with data.train_file "
-                f"({report['table']} in the table, e.g. {report['unknown_examples']}; {report['dataset']} in the "
-                f"dataset, e.g. {report['missing_examples']}): was stage 1 run on this dataset?"
-            )
-        fingerprint = (table.metadata.get("dataset") or {}).get("fingerprint")
-        if fingerprint and described.get("fingerprint") and fingerprint != described["fingerprint"]:
-            rank_zero_warn(f"{KEY}.table: {self.table} was written for dataset fingerprint {fingerprint}, "
-                           f"data.train_file has {described['fingerprint']}")
-        lacking = report["missing_from_table"] + report["unsolved"]
+                f"{KEY}.table: {self.table} shares no problem ids with data.train_file ({len(known)} in the table, "
+                f"e.g. {extra[:3]}; {len(ids)} in the dataset, e.g. {missing[:3]}): was stage 1 run on this dataset?")
+        problems = []
+        written = (table.metadata.get("dataset") or {}).get("content_fingerprint")
+        if written and described.get("content_fingerprint") and written != described["content_fingerprint"]:
+            problems.append(f"its problems' text or answers differ from data.train_file's under the same ids (content "
+                            f"fingerprint {written} in the table, {described['content_fingerprint']} in the data)")
+        if missing:
+            problems.append(f"{len(missing)} of the {len(ids)} training problems are not in it, e.g. {missing[:3]}")
+        if extra:
+            problems.append(f"{len(extra)} of its {len(known)} problems are not in data.train_file, e.g. {extra[:3]}")
+        if problems and not self.allow_partial_match:
+            raise LengthTableError(
+                f"{KEY}.table: {self.table} is not the table of this data: {'; '.join(problems)}; run stage 1 on "
+                f"data.train_file, or set {KEY}.allow_partial_match: true to train with it anyway (problems without a "
+                f"target state the fallback budget)")
+        if problems:
+            rank_zero_warn(f"{KEY}.table: {self.table}: {'; '.join(problems)}; used anyway (allow_partial_match: true)")
+        entries = {nfc(pid): entry for pid, entry in table.entries.items()}
+        unsolved = sum(not entries[pid].solved for pid in ids & known)
+        lacking = len(missing) + unsolved
         if lacking:
             rank_zero_warn(
-                f"{KEY}.table: {lacking} of {report['dataset']} training problems have no target "
-                f"({report['missing_from_table']} missing from {self.table}, {report['unsolved']} unsolved in "
+                f"{KEY}.table: {lacking} of {len(ids)} training problems have no target "
+                f"({len(missing)} missing from {self.table}, {unsolved} unsolved in "
                 f"stage 1); their prompts state the fallback budget {self.fallback} ({self._fallback_source}) "
                 f"and their length reward centres on the group median until they are solved"
             )
@@ -160,7 +187,7 @@ class BudgetTargets(LengthTableWriter):
         return {pid: e.median if e.solved else None for pid, e in self.entries.items()}
 
     def target(self, problem_id: str) -> float | None:
-        entry = self.entries.get(problem_id)
+        entry = self.entries.get(nfc(problem_id))
         return entry.median if entry is not None and entry.solved else None
 
     def apply(self, batch: ProblemBatch) -> None:
@@ -185,7 +212,7 @@ class BudgetTargets(LengthTableWriter):
                 else:
                     self.shrunk += 1
                 # The entry records the step whose median set the target (its band and count too).
-                self.entries[pid] = LengthEntry(
+                self.entries[nfc(pid)] = LengthEntry(
                     median=float(new[g]), low=float(stats.low[g]), high=float(stats.high[g]),
                     count=int(stats.num_correct[g]), last_step=s.step, solved=True,
                 )
