@@ -6,7 +6,8 @@
 #   (b) stages   benchmarks/stage_steps.py: one LAPO stage-1 and one stage-2 step through
 #                GRPOModule on a random-init model of Qwen2.5-1.5B's shape (hidden 1536, 28
 #                layers, vocabulary 151,936) in 4-bit NF4 with bf16 compute, LoRA r 64, G = 8,
-#                1,024 new tokens: s/step, generation tokens/s, peak GPU memory;
+#                the paper's 4,096-token cap (STAGE_T): s/step, generation tokens/s, and peak
+#                GPU memory beside the start-up estimate for the same settings;
 #   (c) compare  benchmarks/trl_compare.py side by side (lapo / TRL / floor) on the same
 #                shape, the realistic workload first (the paper's stage-2 prompt on MATH-500
 #                rows through SmolLM2's BPE tokenizer, ~167 tokens; completions uniform up
@@ -28,7 +29,7 @@
 #    (runs/gpu_check/ when OUT is unset). Parts that do not fit the time are listed, not run.
 # Dry run, here on the CPU, same script at test size (tests/test_benchmark_smoke.py runs it):
 #        DRY=1 bash benchmarks/gpu_check.sh        (or: bash benchmarks/gpu_check.sh --dry)
-# Knobs (environment): DEADLINE_S (whole script, default 450), B, T, RCAP (realistic cap),
+# Knobs (environment): DEADLINE_S (whole script, default 450), B, T, STAGE_T, RCAP (realistic cap),
 # STEPS, WARMUP, WORKLOADS, SYSTEMS, PYTHON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -62,10 +63,10 @@ main() {
     local py=${PYTHON:-python3} site=/tmp/gpu_check_site status=0
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
     local device=cuda preset=qwen2.5-1.5b quant=(--load-in-4bit) dtype=bfloat16 group=8 micro=4 lora=64
-    local T=${T:-1024} RCAP=${RCAP:-1024} B=${B:-2} STEPS=${STEPS:-1} WARMUP=${WARMUP:-1} test_device=cuda
+    local T=${T:-1024} STAGE_T=${STAGE_T:-4096} RCAP=${RCAP:-1024} B=${B:-2} STEPS=${STEPS:-1} WARMUP=${WARMUP:-1} test_device=cuda
     local bpe=$WHEELS/bpe_tokenizer tests_s=150 workloads=realistic,varied
     if (( DRY )); then  # the same parts on the CPU at test size: checks the script, not the GPU
-        device=cpu preset=qwen2-tiny dtype=float32 group=4 micro=4 lora=8 T=8 RCAP=8 B=2 STEPS=1 WARMUP=0
+        device=cpu preset=qwen2-tiny dtype=float32 group=4 micro=4 lora=8 T=8 STAGE_T=8 RCAP=8 B=2 STEPS=1 WARMUP=0
         test_device=cpu tests_s=120 workloads=varied  # realistic needs the BPE tokenizer: tested on its own
         "$py" -c 'import bitsandbytes' 2>/dev/null || quant=()
         echo "== DRY RUN on the CPU (test sizes; no number here is a GPU number)"
@@ -111,7 +112,7 @@ EOF
 
     echo "== (b) stages: one stage-1 and one stage-2 step (${SECONDS} s so far)"
     timeout "$(( $(left) * 3 / 5 ))" "$py" benchmarks/stage_steps.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
-        --problems "$B" --group "$group" --max-new-tokens "$T" --micro "$micro" --lora-r "$lora" \
+        --problems "$B" --group "$group" --max-new-tokens "$STAGE_T" --micro "$micro" --lora-r "$lora" \
         --steps "$STEPS" --warmup "$WARMUP" --budget-s "$(( $(left) / 2 ))" --out "$OUT/stage_steps.json"
     rc=$?
     echo "stages: exit $rc"

@@ -18,7 +18,9 @@ with ``--model``. Per stage it prints seconds per step (median of the measured s
 first runs ``--warmup`` steps, stage 2 runs in the same, warm, process), generation seconds
 and tokens/s, generated tokens per step, the longest prompt, the budget stated, and peak
 memory: GPU (``torch.cuda.max_memory_allocated``, reset before each stage) and the process's
-peak RSS (never reset: it covers everything before it too).
+peak RSS (never reset: it covers everything before it too), beside the start-up estimate
+``lapo fit`` prints for the same settings (its worst case: every completion at the cap, so
+with varied lengths the measured peak should come out below it).
 
     python benchmarks/stage_steps.py --device cuda --preset qwen2.5-1.5b --load-in-4bit --dtype bfloat16
     python benchmarks/stage_steps.py --preset qwen2-tiny --max-new-tokens 16 --group 4   # CPU, seconds
@@ -40,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 COLUMNS = ("stage", "s/step", "gen s/step", "gen tok/s", "tokens/step", "prompt tokens", "budget stated",
-           "peak GPU MB", "peak RSS MB")
+           "estimate MB", "peak GPU MB", "peak RSS MB")
 
 
 def stage_module(stage: int, args, model: str):
@@ -107,7 +109,19 @@ def run_stage(stage: int, args, model: str, tmp: Path) -> dict:
                          max_steps=(args.warmup if stage == 1 else 0) + args.steps, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp),
                          callbacks=[stats, StepTimer()])
-    trainer.fit(module, LapoDataModule(str(tmp / "problems.jsonl"), problems_per_step=args.problems, seed=0))
+    import lapo_lightning.module as module_file
+
+    original, seen = module_file.check_before_loading, {}
+
+    def recording(module, datamodule):  # keep the start-up estimate for the table
+        seen["estimate"] = original(module, datamodule)
+        return seen["estimate"]
+
+    module_file.check_before_loading = recording
+    try:
+        trainer.fit(module, LapoDataModule(str(tmp / "problems.jsonl"), problems_per_step=args.problems, seed=0))
+    finally:
+        module_file.check_before_loading = original
     warmup = args.warmup if stage == 1 else 0
     measured = timings[warmup:] or timings
     gen_s = sum(t["gen_s"] for t in measured)
@@ -119,6 +133,7 @@ def run_stage(stage: int, args, model: str, tmp: Path) -> dict:
         "tokens/step": sum(t["gen_tokens"] for t in measured) / len(measured),
         "prompt tokens": max(t["prompt_tokens"] for t in measured),
         "budget stated": measured[0]["budget"],
+        "estimate MB": seen["estimate"].peak_bytes / 2**20 if seen.get("estimate") else None,
         "peak GPU MB": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -136,7 +151,7 @@ def sync() -> None:
 
 
 FORMATS = {"s/step": "{:.2f}", "gen s/step": "{:.2f}", "gen tok/s": "{:.0f}", "tokens/step": "{:.0f}",
-           "peak GPU MB": "{:.0f}", "peak RSS MB": "{:.0f}"}
+           "estimate MB": "{:.0f}", "peak GPU MB": "{:.0f}", "peak RSS MB": "{:.0f}"}
 
 
 def table(rows: list[dict]) -> str:

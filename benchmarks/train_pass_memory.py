@@ -1,8 +1,9 @@
 """Peak memory and time of ONE training pass (forward, GRPO loss, backward) at a real vocabulary.
 
 The model is a random-init Qwen2 with the shape of DeepSeek-R1-Distill-Qwen-1.5B (V 151,936,
-h 1,536, 12 heads, 2 KV heads, head_dim 128, MLP 8,960, tied embeddings) but only ``--layers``
-decoder layers, loaded with ``load_policy`` (LoRA r 16 on every linear but the head, fp32, CPU).
+h 1,536, 12 heads, 2 KV heads, head_dim 128, MLP 8,960; its head tied here, which costs the
+same) but only ``--layers`` decoder layers, loaded with ``load_policy`` (LoRA r 16 on every
+linear but the head, fp32, CPU).
 Inputs: ``--rows`` rows of a 150-token prompt and a T-token completion (no padding, every
 completion at the cap: the estimate's worst case); temperature 1; loss ``grpo_loss`` with a
 fixed reference (kl 0.04) and random advantages. Variants (each (variant, T, repeat) runs in a
@@ -10,8 +11,8 @@ fresh forked process, interleaved, so a peak is per pass and load changes hit al
 
 - ``chunked``: ``GRPOModule.completion_logprobs``, padded forward (``shared_prefix`` off):
   decoder, then ``head_logprobs`` through the head in chunks of ``--chunk`` positions.
-- ``today``: the path before commit 6ca5fd1: ``model(..., logits_to_keep=t+1).logits[:, :-1]``
-  then ``token_logprobs`` (full ``[rows, T, V]`` logits).
+- ``today``: the full-logits path the training forward used before the chunked head:
+  ``model(..., logits_to_keep=t+1).logits[:, :-1]`` then ``token_logprobs`` (``[rows, T, V]`` logits).
 - ``trl``: the installed TRL's ``GRPOTrainer._get_per_token_logps_and_entropies`` (its own
   method, called with a stub ``self``) on the model patched by TRL's ``add_fused_lm_head``
   exactly as ``GRPOTrainer.__init__`` does (log-probs and entropy, tiles of 4,096 x 32,768).
@@ -24,16 +25,19 @@ Each process loads the model, runs a tiny warm-up pass (T 8) of its variant, the
 grad pass and a no-grad pass (the reference-pass shape). Memory: the peak resident set
 (``VmHWM``, reset through ``/proc/self/clear_refs`` right before the pass, after ``malloc_trim``)
 minus the RSS just before it. "act": the RSS growth when the decoder's forward returns (a
-forward hook: activations kept for backward plus the [rows, p+t, h] output); "fwd peak": the
+forward hook: activations kept for backward plus the [rows, p+t, h] output and allocator slack)
+and "saved": the bytes of the distinct non-parameter tensors autograd saved in that forward (a
+``saved_tensors_hooks`` pack hook, as tests/test_cost.py calibrates the estimate); "fwd peak": the
 peak when the loss exists, before backward; "peak - act": all the rest of the peak (the head's
 logits or chunks and backward's temporaries); "peak - decoder": over the ``decoder`` variant's
-peak, the head's marginal cost. Estimates (lapo_lightning.cost, fp32, padded, no checkpointing):
-``training_activation_bytes`` against act, ``head_bytes`` against chunked's peak - act, and the
+peak, the head's marginal cost. Estimates (lapo_lightning.cost, fp32, padded, checkpointing as run):
+``training_activation_bytes`` against act and saved, ``head_bytes`` against chunked's peak - act, and the
 old ``(rows * 12 + 32) * T * V`` logits formula against today's. CPU RSS includes allocator
 slack: read estimate against measurement as a rough check. Times: wall and process CPU seconds
 (CPU seconds are less moved by other load on the machine).
 
     python benchmarks/train_pass_memory.py                       # layers 2, T 1024 and 2048, rows 2
+    python benchmarks/train_pass_memory.py --checkpointing       # as the GPU configs train
     python benchmarks/train_pass_memory.py --tokens 2048 --rows 1 --variants chunked,today
     python benchmarks/train_pass_memory.py --smoke               # seconds; used by the test suite
 """
@@ -45,6 +49,7 @@ import json
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -107,7 +112,8 @@ def worker(cfg: dict) -> dict:
 
     variant, rows, chunk = cfg["variant"], cfg["rows"], cfg["chunk"]
     torch.manual_seed(0)  # the same adapter in every process
-    model, _ = load_policy(PolicyConfig(model=cfg["model"], lora=LoraSettings(r=16)))
+    model, _ = load_policy(PolicyConfig(model=cfg["model"], lora=LoraSettings(r=16),
+                                        gradient_checkpointing=cfg["checkpointing"]))
     model.train()
     torch.manual_seed(1)
     with torch.no_grad():  # a trained-looking adapter: gradient flows through every LoRA branch
@@ -121,8 +127,22 @@ def worker(cfg: dict) -> dict:
     temperature = module.generation.temperature
     vocab = model.config.vocab_size
     decoder, _ = decoder_and_head(model)
-    marks: dict = {}
-    decoder.register_forward_hook(lambda *_: marks.setdefault("decoder_end", rss_bytes()) and None)
+    marks: dict = {"saved": {}}
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(x):  # distinct non-parameter storages autograd keeps from the decoder's forward
+        if (storage := x.untyped_storage()).data_ptr() not in params:
+            marks["saved"][storage.data_ptr()] = storage.nbytes()
+        return x
+
+    saving = torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x)
+    def decoder_done(*_) -> None:
+        saving.__exit__(None, None, None)
+        marks.setdefault("decoder_end", rss_bytes())
+        marks.setdefault("decoder_peak", peak_bytes())
+
+    decoder.register_forward_pre_hook(lambda *_: saving.__enter__())
+    decoder.register_forward_hook(decoder_done)
     if variant == "trl":
         from trl import GRPOTrainer
         from trl.trainer.utils import add_fused_lm_head
@@ -176,6 +196,7 @@ def worker(cfg: dict) -> dict:
 
     def measured(fn) -> dict:
         marks.clear()
+        marks["saved"] = {}
         gc.collect()
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the OS: the baseline is live memory
         before = rss_bytes()
@@ -185,7 +206,9 @@ def worker(cfg: dict) -> dict:
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         return {"s": seconds, "cpu_s": cpu, "peak_gb": (peak_bytes() - before) / GB, "value": value,
                 "act_gb": (marks.get("decoder_end", before) - before) / GB,
-                "fwd_peak_gb": (marks.get("fwd_peak", before) - before) / GB}
+                "saved_gb": sum(marks["saved"].values()) / GB,
+                "fwd_peak_gb": (marks.get("fwd_peak", before) - before) / GB,
+                "decoder_peak_gb": (marks.get("decoder_peak", before) - before) / GB}
 
     def grad_pass(batch, ref, adv, t):
         loss = loss_of(batch, ref, adv, t)
@@ -207,12 +230,12 @@ def worker(cfg: dict) -> dict:
     return out
 
 
-def estimates(folder: str, rows: int, t: int, chunk: int) -> dict:
+def estimates(folder: str, rows: int, t: int, chunk: int, checkpointing: bool = False) -> dict:
     from lapo_lightning import cost
 
     shape = cost.read_shape(folder)
     act = cost.training_activation_bytes(shape, rows, PROMPT_TOKENS, t, rows, 4, 16,
-                                         cost.adapted_per_layer(shape, "all-linear"), False)
+                                         cost.adapted_per_layer(shape, "all-linear"), checkpointing)
     return {"act": act / GB, "chunked": cost.head_bytes(rows, t, shape, 4, chunk) / GB,
             "today": (rows * 12 + 32) * t * shape.vocab / GB}  # the old LOGIT_ENTRY/ROW_BYTES formula, fp32
 
@@ -254,6 +277,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--chunk", type=int, default=512, help="model.grpo.logprob_chunk_tokens")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--repeats", type=int, default=1, help="fresh processes per (variant, T), interleaved")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="gradient checkpointing on, as every shipped GPU config runs")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: seconds")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -263,7 +288,10 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     started = time.perf_counter()
-    for name in ("torch", "transformers", "peft", "trl", "lapo_lightning.module", "lapo_lightning.policy"):
+    git = [subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True, text=True).stdout.strip()
+           for cmd in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--", "lapo_lightning"])]
+    commit = git[0] + (" with uncommitted lapo_lightning changes" if git[1] else "")
+    for name in ("torch", "transformers", "peft", "trl", "lapo_lightning.module", "lapo_lightning.cost"):
         __import__(name)  # once here, before any torch op: every forked worker starts with them loaded
     with tempfile.TemporaryDirectory(prefix="lapo_tpm_") as tmp:
         folder = in_child(build_model, Path(tmp) / "model", vars(args))
@@ -273,15 +301,17 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.repeats):
             for t in args.tokens:
                 for v in variants:
-                    cfg = {"variant": v, "tokens": t, "rows": args.rows, "chunk": args.chunk, "model": folder}
+                    cfg = {"variant": v, "tokens": t, "rows": args.rows, "chunk": args.chunk, "model": folder,
+                           "checkpointing": args.checkpointing}
                     raw[(v, t)].append(in_child(worker, cfg))
                     print(f"  done {v} T={t}: {raw[(v, t)][-1]}", file=sys.stderr, flush=True)
-        est = {t: estimates(folder, args.rows, t, args.chunk) for t in args.tokens}
-    print(f"Qwen2 h {args.hidden}, {args.layers} layers, V {args.vocab}, tied; LoRA r 16 all-linear; fp32 CPU "
-          f"({os.cpu_count()} cores); {args.rows} rows x ({PROMPT_TOKENS} prompt + T) tokens, padded forward; chunk "
+        est = {t: estimates(folder, args.rows, t, args.chunk, args.checkpointing) for t in args.tokens}
+    print(f"lapo_lightning at {commit or '?'} (imported at the start); Qwen2 h {args.hidden}, {args.layers} layers, V {args.vocab}, tied; LoRA r 16 all-linear; fp32 CPU "
+          f"({os.cpu_count()} cores); {args.rows} rows x ({PROMPT_TOKENS} prompt + T) tokens, padded forward, "
+          f"checkpointing {'on' if args.checkpointing else 'off'}; chunk "
           f"{args.chunk}; {args.repeats} fresh process(es) per cell, medians. GB = 1e9 bytes of RSS growth over the "
           f"pass's start; (est) = lapo_lightning.cost; s = wall seconds (process CPU seconds).")
-    print("| variant | T | grad peak GB | fwd peak GB | act GB (est) | peak - act GB (est) | peak - decoder GB "
+    print("| variant | T | grad peak GB | fwd peak GB (at decoder end) | act GB: RSS, saved (est) | peak - act GB (est) | peak - decoder GB "
           "| est act+head GB | grad s (cpu) | no-grad s (cpu) | no-grad peak GB | loss |")
     print("|" + "---|" * 12)
     table = {}
@@ -292,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"| {v} | {t} | failed: {raw[(v, t)][0]['error']} |" + " |" * 9)
                 continue
             row = {f"{phase}_{key}": median(ok, phase, key) for phase in ("grad", "no_grad")
-                   for key in ("s", "cpu_s", "peak_gb", "act_gb", "fwd_peak_gb")}
+                   for key in ("s", "cpu_s", "peak_gb", "act_gb", "saved_gb", "fwd_peak_gb", "decoder_peak_gb")}
             row.update(head_est_gb=est[t].get(v), act_est_gb=est[t]["act"], loss=ok[0]["grad"]["value"], runs=ok)
             table[f"{v}@{t}"] = row
             peak, act, head_est = row["grad_peak_gb"], row["grad_act_gb"], row["head_est_gb"]
@@ -301,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
             head_text = "-" if head_est is None else f"{head_est:.2f}"
             total_text = "-" if head_est is None else f"{est[t]['act'] + head_est:.2f}"
             minus_text = "-" if not decoder else f"{row['minus_decoder_gb']:.2f}"
-            print(f"| {v} | {t} | {peak:.2f} | {row['grad_fwd_peak_gb']:.2f} | {act:.2f} ({est[t]['act']:.2f}) | "
+            print(f"| {v} | {t} | {peak:.2f} | {row['grad_fwd_peak_gb']:.2f} ({row['grad_decoder_peak_gb']:.2f}) | {act:.2f}, {row['grad_saved_gb']:.2f} ({est[t]['act']:.2f}) | "
                   f"{peak - act:.2f} ({head_text}) | {minus_text} | {total_text} | "
                   f"{row['grad_s']:.1f} ({row['grad_cpu_s']:.0f}) | {row['no_grad_s']:.1f} ({row['no_grad_cpu_s']:.0f}) | "
                   f"{row['no_grad_peak_gb']:.2f} | {row['loss']:.6g} |")
@@ -316,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{chunked['no_grad_cpu_s'] / plain['no_grad_cpu_s']:.2f}x cpu")
     wall = time.perf_counter() - started
     print(f"wall {wall:.0f} s")
-    result = {"args": vars(args), "estimates_gb": est, "table": table,
+    result = {"commit": commit, "args": vars(args), "estimates_gb": est, "table": table,
               "wall_s": wall}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str))

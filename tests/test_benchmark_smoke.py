@@ -201,3 +201,20 @@ def test_gpu_check_dry_run_prints_every_part(tmp_path):
 def test_gpu_check_script_parses():
     out = subprocess.run(["bash", "-n", "benchmarks/gpu_check.sh"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.slow
+def test_train_pass_memory_smoke(tmp_path):
+    """The training-pass memory benchmark at tiny sizes: every variant runs in its own process,
+    and the chunked, full-logits and TRL passes compute the same GRPO loss."""
+    out = subprocess.run(
+        [sys.executable, "benchmarks/train_pass_memory.py", "--smoke", "--checkpointing", "--out", str(tmp_path / "m.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = json.loads((tmp_path / "m.json").read_text())["table"]
+    variants = {"chunked", "today", "plain", "decoder", "trl_logits"} | ({"trl"} if HAS_TRL else set())
+    assert {key.split("@")[0] for key in table} == variants, out.stdout
+    losses = {v: table[f"{v}@32"]["loss"] for v in variants & {"chunked", "today", "trl", "trl_logits"}}
+    assert max(losses.values()) - min(losses.values()) < 1e-5, losses
+    assert "| chunked | 32 |" in out.stdout
