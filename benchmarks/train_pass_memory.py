@@ -1,45 +1,43 @@
 """Peak memory and time of ONE training pass (forward, GRPO loss, backward) at a real vocabulary.
 
-The model is a random-init Qwen2 with the shape of DeepSeek-R1-Distill-Qwen-1.5B (V 151,936,
-h 1,536, 12 heads, 2 KV heads, head_dim 128, MLP 8,960; its head tied here, which costs the
-same) but only ``--layers`` decoder layers, loaded with ``load_policy`` (LoRA r 16 on every
-linear but the head, fp32, CPU).
-Inputs: ``--rows`` rows of a 150-token prompt and a T-token completion (no padding, every
-completion at the cap: the estimate's worst case); temperature 1; loss ``grpo_loss`` with a
-fixed reference (kl 0.04) and random advantages. Variants (each (variant, T, repeat) runs in a
-fresh forked process, interleaved, so a peak is per pass and load changes hit all variants alike):
+Model: a random-init Qwen2 of DeepSeek-R1-Distill-Qwen-1.5B's shape (V 151,936, h 1,536, 12
+heads, 2 KV heads, head_dim 128, MLP 8,960; its head tied here, which costs the same) with only
+``--layers`` layers, loaded by ``load_policy`` (LoRA r 16 on every linear but the head,
+``--checkpointing`` as asked), fp32 on CPU. Inputs:
+``--rows`` rows of a 150-token prompt + a T-token completion, no padding (every completion at
+the cap, the estimate's worst case); temperature 1; ``grpo_loss`` with a fixed reference (kl
+0.04) and random advantages. Variants, each (variant, T, repeat) in a fresh forked process,
+interleaved (a peak is per pass; load changes on the machine hit every variant alike):
 
-- ``chunked``: ``GRPOModule.completion_logprobs``, padded forward (``shared_prefix`` off):
-  decoder, then ``head_logprobs`` through the head in chunks of ``--chunk`` positions.
-- ``today``: the full-logits path the training forward used before the chunked head:
-  ``model(..., logits_to_keep=t+1).logits[:, :-1]`` then ``token_logprobs`` (``[rows, T, V]`` logits).
-- ``trl``: the installed TRL's ``GRPOTrainer._get_per_token_logps_and_entropies`` (its own
-  method, called with a stub ``self``) on the model patched by TRL's ``add_fused_lm_head``
-  exactly as ``GRPOTrainer.__init__`` does (log-probs and entropy, tiles of 4,096 x 32,768).
+- ``chunked``: ``GRPOModule.completion_logprobs``, padded forward (``shared_prefix`` off): the
+  decoder, then ``head_logprobs`` through the head ``--chunk`` positions at a time.
+- ``today``: the full-logits path the training forward used before the chunked head (6ca5fd1):
+  ``model(..., logits_to_keep=t+1).logits[:, :-1]``, ``token_logprobs`` (``[rows, T, V]`` logits).
+- ``trl``: the installed TRL's own ``GRPOTrainer._get_per_token_logps_and_entropies`` (stub
+  ``self``) on the model patched by TRL's ``add_fused_lm_head`` as ``GRPOTrainer.__init__`` does.
 - ``trl_logits``: full logits through TRL's ``selective_log_softmax`` (TRL's older GRPO path).
 - ``plain``: ``model(..., logits_to_keep=t+1).logits.mean()`` + backward: the time floor.
-- ``decoder``: the decoder alone (``last_hidden_state`` of the completion positions, ``.mean()``
-  + backward): what the pass costs with a free head.
+- ``decoder``: the decoder alone (completion hidden states ``.mean()`` + backward): a free head.
 
-Each process loads the model, runs a tiny warm-up pass (T 8) of its variant, then the measured
-grad pass and a no-grad pass (the reference-pass shape). Memory: the peak resident set
-(``VmHWM``, reset through ``/proc/self/clear_refs`` right before the pass, after ``malloc_trim``)
-minus the RSS just before it. "act": the RSS growth when the decoder's forward returns (a
-forward hook: activations kept for backward plus the [rows, p+t, h] output and allocator slack)
-and "saved": the bytes of the distinct non-parameter tensors autograd saved in that forward (a
-``saved_tensors_hooks`` pack hook, as tests/test_cost.py calibrates the estimate); "fwd peak": the
-peak when the loss exists, before backward; "peak - act": all the rest of the peak (the head's
-logits or chunks and backward's temporaries); "peak - decoder": over the ``decoder`` variant's
-peak, the head's marginal cost. Estimates (lapo_lightning.cost, fp32, padded, checkpointing as run):
-``training_activation_bytes`` against act and saved, ``head_bytes`` against chunked's peak - act, and the
-old ``(rows * 12 + 32) * T * V`` logits formula against today's. CPU RSS includes allocator
-slack: read estimate against measurement as a rough check. Times: wall and process CPU seconds
-(CPU seconds are less moved by other load on the machine).
+Each process loads the model, runs a warm-up pass at T 8, then the measured grad pass and a
+no-grad pass (the reference pass's shape). Memory is RSS growth over the RSS just before the
+pass (after ``gc`` and ``malloc_trim``); the peak is ``VmHWM``, reset by ``/proc/self/clear_refs``
+before the pass. "fwd peak": the peak when the loss exists, before backward (in brackets: when
+the decoder's forward returns). "act": RSS growth when the decoder returns (kept activations,
+its output, allocator slack) and "saved": bytes of the distinct non-parameter tensors autograd
+saved in the decoder's forward (a ``saved_tensors_hooks`` pack hook, as tests/test_cost.py
+calibrates; with checkpointing it sees only what is saved outside the checkpointed layers).
+"peak - act": everything else (the head's logits or chunks, backward's temporaries); "peak -
+decoder": above the ``decoder`` variant's peak, the head's marginal cost. Estimates
+(``lapo_lightning.cost``, fp32, padded, checkpointing as run): ``training_activation_bytes``
+against act and saved, ``head_bytes`` against chunked's peak - act, and the old
+``(rows * 12 + 32) * T * V`` logits formula against today's. Times: wall seconds and, in
+brackets, the process's CPU seconds (less moved by other load on a shared machine).
 
-    python benchmarks/train_pass_memory.py                       # layers 2, T 1024 and 2048, rows 2
-    python benchmarks/train_pass_memory.py --checkpointing       # as the GPU configs train
+    python benchmarks/train_pass_memory.py --repeats 3            # 2 layers, T 1024 and 2048, 2 rows
+    python benchmarks/train_pass_memory.py --checkpointing        # as the GPU configs train
     python benchmarks/train_pass_memory.py --tokens 2048 --rows 1 --variants chunked,today
-    python benchmarks/train_pass_memory.py --smoke               # seconds; used by the test suite
+    python benchmarks/train_pass_memory.py --smoke                # tiny sizes, seconds (for a test)
 """
 
 from __future__ import annotations
@@ -63,6 +61,7 @@ GB = 1e9
 VARIANTS = ("chunked", "today", "trl", "trl_logits", "plain", "decoder")
 PROMPT_TOKENS = 150
 KL_COEF = 0.04
+KEYS = ("s", "cpu_s", "peak_gb", "act_gb", "saved_gb", "fwd_peak_gb", "decoder_peak_gb")
 
 
 def rss_bytes() -> int:
@@ -85,12 +84,11 @@ def build_model(folder: Path, args: dict) -> str:
     save_tiny(folder, "qwen2", 64, 1, vocab_size=vocab, tied=True)  # for its tokenizer; the model is replaced
     head_dim = 128 if hidden % 128 == 0 and hidden >= 512 else hidden // 4
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(
+    Qwen2ForCausalLM(Qwen2Config(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 35 // 6, num_hidden_layers=args["layers"],
         num_attention_heads=hidden // head_dim, num_key_value_heads=2, head_dim=head_dim,
         max_position_embeddings=8192, tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
-        pad_token_id=None))
-    model.save_pretrained(folder)
+        pad_token_id=None)).save_pretrained(folder)
     return str(folder)
 
 
@@ -110,7 +108,7 @@ def worker(cfg: dict) -> dict:
     from lapo_lightning.reference import AdapterDisabled
     from lapo_lightning.types import ProblemBatch, RolloutBatch
 
-    variant, rows, chunk = cfg["variant"], cfg["rows"], cfg["chunk"]
+    variant, rows = cfg["variant"], cfg["rows"]
     torch.manual_seed(0)  # the same adapter in every process
     model, _ = load_policy(PolicyConfig(model=cfg["model"], lora=LoraSettings(r=16),
                                         gradient_checkpointing=cfg["checkpointing"]))
@@ -121,14 +119,13 @@ def worker(cfg: dict) -> dict:
             if "lora_B" in name:
                 p.normal_(0, 0.01)
     module = GRPOModule(grpo=GRPOConfig(group_size=2, micro_batch_size=rows, shared_prefix=False, kl_coef=KL_COEF,
-                                        logprob_chunk_tokens=chunk),
+                                        logprob_chunk_tokens=cfg["chunk"]),
                         generation=GenerationConfig(max_new_tokens=cfg["tokens"]), reference=AdapterDisabled())
     module.policy = model
-    temperature = module.generation.temperature
-    vocab = model.config.vocab_size
+    temperature, vocab = module.generation.temperature, model.config.vocab_size
     decoder, _ = decoder_and_head(model)
-    marks: dict = {"saved": {}}
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    marks: dict = {"saved": {}}
 
     def pack(x):  # distinct non-parameter storages autograd keeps from the decoder's forward
         if (storage := x.untyped_storage()).data_ptr() not in params:
@@ -136,6 +133,7 @@ def worker(cfg: dict) -> dict:
         return x
 
     saving = torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x)
+
     def decoder_done(*_) -> None:
         saving.__exit__(None, None, None)
         marks.setdefault("decoder_end", rss_bytes())
@@ -153,14 +151,15 @@ def worker(cfg: dict) -> dict:
 
     def inputs(t: int):
         gen = torch.Generator().manual_seed(t)
-        prompt = torch.randint(vocab, (rows, PROMPT_TOKENS), generator=gen)
-        completion = torch.randint(vocab, (rows, t), generator=gen)
+        prompt, completion = torch.randint(vocab, (rows, PROMPT_TOKENS), generator=gen), torch.randint(
+            vocab, (rows, t), generator=gen)
         ones = torch.ones(rows, PROMPT_TOKENS + t, dtype=torch.bool)
-        batch = RolloutBatch(problems=ProblemBatch(["p"], ["p"], ["1"]), group_index=torch.zeros(rows, dtype=torch.long),
-                             prompt_ids=prompt, prompt_mask=ones[:, :PROMPT_TOKENS], completion_ids=completion,
+        batch = RolloutBatch(problems=ProblemBatch(["p"], ["p"], ["1"]),
+                             group_index=torch.zeros(rows, dtype=torch.long), prompt_ids=prompt,
+                             prompt_mask=ones[:, :PROMPT_TOKENS], completion_ids=completion,
                              completion_mask=ones[:, PROMPT_TOKENS:], texts=[""] * rows,
                              truncated=torch.ones(rows, dtype=torch.bool))
-        ref = -5 * torch.rand(rows, t, generator=gen) - 9  # near a random model's log(1/V)
+        ref = -5 * torch.rand(rows, t, generator=gen) - 9  # about a random model's log(1 / V)
         return batch, ref, torch.randn(rows, generator=gen)
 
     def logprobs(batch: RolloutBatch, t: int):
@@ -169,30 +168,33 @@ def worker(cfg: dict) -> dict:
         if variant == "chunked":
             return module.completion_logprobs(batch, torch.arange(rows))
         if variant == "trl":
-            logps, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(trl_self, model, ids, mask, t,
-                                                                         compute_entropy=True)
-            return logps
-        position_ids = (mask.cumsum(1) - 1).clamp(min=0)
+            return GRPOTrainer._get_per_token_logps_and_entropies(trl_self, model, ids, mask, t,
+                                                                  compute_entropy=True)[0]
+        kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                      use_cache=False)
         if variant == "decoder":
-            return decoder(input_ids=ids, attention_mask=mask, position_ids=position_ids,
-                           use_cache=False).last_hidden_state[:, PROMPT_TOKENS - 1:-1]
-        out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=t + 1,
-                    use_cache=False)
+            return decoder(**kwargs).last_hidden_state[:, PROMPT_TOKENS - 1:-1]
+        logits = model(**kwargs, logits_to_keep=t + 1).logits
         if variant == "plain":
-            return out.logits
+            return logits
         if variant == "trl_logits":
             from trl.trainer.utils import selective_log_softmax
 
-            return selective_log_softmax(out.logits[:, :-1], batch.completion_ids, temperature)
-        return token_logprobs(out.logits[:, :-1], batch.completion_ids, temperature)
+            return selective_log_softmax(logits[:, :-1], batch.completion_ids, temperature)
+        return token_logprobs(logits[:, :-1], batch.completion_ids, temperature)
 
-    def loss_of(batch, ref, adv, t):
-        lp = logprobs(batch, t)
-        if variant in ("plain", "decoder"):
-            return lp.float().mean()
-        mask = batch.completion_mask
-        return grpo_loss(lp, None, ref, adv, mask, kl_coef=KL_COEF, total_tokens=float(mask.sum()),
-                         total_sequences=float(rows), max_tokens=t).loss
+    def grad_pass(batch, ref, adv, t):
+        lp, mask = logprobs(batch, t), batch.completion_mask
+        loss = lp.float().mean() if variant in ("plain", "decoder") else grpo_loss(
+            lp, None, ref, adv, mask, kl_coef=KL_COEF, total_tokens=float(mask.sum()), total_sequences=float(rows),
+            max_tokens=t).loss
+        marks["fwd_peak"] = peak_bytes()  # the forward's peak, before backward starts
+        loss.backward()
+        return float(loss.detach())
+
+    def no_grad_pass(batch, ref, adv, t):
+        with torch.no_grad():
+            return float(logprobs(batch, t).float().sum()) / 1e6
 
     def measured(fn) -> dict:
         marks.clear()
@@ -203,31 +205,17 @@ def worker(cfg: dict) -> dict:
         Path("/proc/self/clear_refs").write_text("5")
         start, cpu = time.perf_counter(), time.process_time()
         value = fn()
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        return {"s": seconds, "cpu_s": cpu, "peak_gb": (peak_bytes() - before) / GB, "value": value,
-                "act_gb": (marks.get("decoder_end", before) - before) / GB,
-                "saved_gb": sum(marks["saved"].values()) / GB,
-                "fwd_peak_gb": (marks.get("fwd_peak", before) - before) / GB,
-                "decoder_peak_gb": (marks.get("decoder_peak", before) - before) / GB}
+        out = {"s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu, "value": value,
+               "peak_gb": (peak_bytes() - before) / GB, "saved_gb": sum(marks["saved"].values()) / GB}
+        for key, mark in (("act_gb", "decoder_end"), ("fwd_peak_gb", "fwd_peak"), ("decoder_peak_gb", "decoder_peak")):
+            out[key] = (marks.get(mark, before) - before) / GB
+        return out
 
-    def grad_pass(batch, ref, adv, t):
-        loss = loss_of(batch, ref, adv, t)
-        marks["fwd_peak"] = peak_bytes()  # the forward's peak, before backward starts
-        loss.backward()
-        return float(loss.detach())
-
-    def no_grad_pass(batch, ref, adv, t):
-        with torch.no_grad():
-            return float(logprobs(batch, t).float().sum()) / 1e6  # only to keep the result alive
-
-    small = inputs(8)
+    small, data, t = inputs(8), inputs(cfg["tokens"]), cfg["tokens"]
     grad_pass(*small, 8)
     no_grad_pass(*small, 8)
     model.zero_grad(set_to_none=False)
-    data = inputs(cfg["tokens"])
-    out = {"grad": measured(lambda: grad_pass(*data, cfg["tokens"]))}
-    out["no_grad"] = measured(lambda: no_grad_pass(*data, cfg["tokens"]))
-    return out
+    return {"grad": measured(lambda: grad_pass(*data, t)), "no_grad": measured(lambda: no_grad_pass(*data, t))}
 
 
 def estimates(folder: str, rows: int, t: int, chunk: int, checkpointing: bool = False) -> dict:
@@ -263,10 +251,6 @@ def in_child(fn, *args):
     return result
 
 
-def median(results: list[dict], phase: str, key: str) -> float:
-    return statistics.median(r[phase][key] for r in results)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layers", type=int, default=2)
@@ -290,9 +274,9 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     git = [subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True, text=True).stdout.strip()
            for cmd in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--", "lapo_lightning"])]
-    commit = git[0] + (" with uncommitted lapo_lightning changes" if git[1] else "")
+    commit = (git[0] or "?") + (" with uncommitted lapo_lightning changes" if git[1] else "")
     for name in ("torch", "transformers", "peft", "trl", "lapo_lightning.module", "lapo_lightning.cost"):
-        __import__(name)  # once here, before any torch op: every forked worker starts with them loaded
+        __import__(name)  # once, before any torch op: every forked worker starts with them (and this code) loaded
     with tempfile.TemporaryDirectory(prefix="lapo_tpm_") as tmp:
         folder = in_child(build_model, Path(tmp) / "model", vars(args))
         if isinstance(folder, dict):
@@ -306,48 +290,49 @@ def main(argv: list[str] | None = None) -> dict:
                     raw[(v, t)].append(in_child(worker, cfg))
                     print(f"  done {v} T={t}: {raw[(v, t)][-1]}", file=sys.stderr, flush=True)
         est = {t: estimates(folder, args.rows, t, args.chunk, args.checkpointing) for t in args.tokens}
-    print(f"lapo_lightning at {commit or '?'} (imported at the start); Qwen2 h {args.hidden}, {args.layers} layers, V {args.vocab}, tied; LoRA r 16 all-linear; fp32 CPU "
-          f"({os.cpu_count()} cores); {args.rows} rows x ({PROMPT_TOKENS} prompt + T) tokens, padded forward, "
-          f"checkpointing {'on' if args.checkpointing else 'off'}; chunk "
-          f"{args.chunk}; {args.repeats} fresh process(es) per cell, medians. GB = 1e9 bytes of RSS growth over the "
-          f"pass's start; (est) = lapo_lightning.cost; s = wall seconds (process CPU seconds).")
-    print("| variant | T | grad peak GB | fwd peak GB (at decoder end) | act GB: RSS, saved (est) | peak - act GB (est) | peak - decoder GB "
-          "| est act+head GB | grad s (cpu) | no-grad s (cpu) | no-grad peak GB | loss |")
+    print(f"lapo_lightning {commit}; Qwen2 h {args.hidden}, {args.layers} layers, V {args.vocab}, tied; LoRA r 16 "
+          f"all-linear; fp32 CPU ({os.cpu_count()} cores); {args.rows} rows x ({PROMPT_TOKENS} prompt + T) tokens, "
+          f"padded, checkpointing {'on' if args.checkpointing else 'off'}; chunk {args.chunk}; medians of "
+          f"{args.repeats} fresh process(es) per cell. GB = 1e9 bytes of RSS growth over the pass's start; "
+          f"(est) = lapo_lightning.cost; s = wall seconds (CPU seconds).")
+    print("| variant | T | grad peak GB | fwd peak GB (at decoder end) | act GB: RSS, saved (est) "
+          "| peak - act GB (est) | peak - decoder GB | est act+head GB | grad s (cpu) | no-grad s (cpu) "
+          "| no-grad peak GB | loss |")
     print("|" + "---|" * 12)
     table = {}
     for t in args.tokens:
+        decoder = [r["grad"]["peak_gb"] for r in raw.get(("decoder", t), []) if "error" not in r]
         for v in variants:
             ok = [r for r in raw[(v, t)] if "error" not in r]
             if not ok:
                 print(f"| {v} | {t} | failed: {raw[(v, t)][0]['error']} |" + " |" * 9)
                 continue
-            row = {f"{phase}_{key}": median(ok, phase, key) for phase in ("grad", "no_grad")
-                   for key in ("s", "cpu_s", "peak_gb", "act_gb", "saved_gb", "fwd_peak_gb", "decoder_peak_gb")}
-            row.update(head_est_gb=est[t].get(v), act_est_gb=est[t]["act"], loss=ok[0]["grad"]["value"], runs=ok)
-            table[f"{v}@{t}"] = row
-            peak, act, head_est = row["grad_peak_gb"], row["grad_act_gb"], row["head_est_gb"]
-            decoder = [r["grad"]["peak_gb"] for r in raw.get(("decoder", t), []) if "error" not in r]
-            row["minus_decoder_gb"] = peak - statistics.median(decoder) if decoder else None
-            head_text = "-" if head_est is None else f"{head_est:.2f}"
-            total_text = "-" if head_est is None else f"{est[t]['act'] + head_est:.2f}"
-            minus_text = "-" if not decoder else f"{row['minus_decoder_gb']:.2f}"
-            print(f"| {v} | {t} | {peak:.2f} | {row['grad_fwd_peak_gb']:.2f} ({row['grad_decoder_peak_gb']:.2f}) | {act:.2f}, {row['grad_saved_gb']:.2f} ({est[t]['act']:.2f}) | "
-                  f"{peak - act:.2f} ({head_text}) | {minus_text} | {total_text} | "
-                  f"{row['grad_s']:.1f} ({row['grad_cpu_s']:.0f}) | {row['no_grad_s']:.1f} ({row['no_grad_cpu_s']:.0f}) | "
-                  f"{row['no_grad_peak_gb']:.2f} | {row['loss']:.6g} |")
+            row = table[f"{v}@{t}"] = {f"{phase}_{key}": statistics.median(r[phase][key] for r in ok)
+                                       for phase in ("grad", "no_grad") for key in KEYS}
+            peak, act, head = row["grad_peak_gb"], row["grad_act_gb"], est[t].get(v)
+            row.update(act_est_gb=est[t]["act"], head_est_gb=head, loss=ok[0]["grad"]["value"], runs=ok,
+                       minus_decoder_gb=peak - statistics.median(decoder) if decoder else None)
+            text = {"head": "-" if head is None else f"{head:.2f}",
+                    "total": "-" if head is None else f"{est[t]['act'] + head:.2f}",
+                    "minus": "-" if not decoder else f"{row['minus_decoder_gb']:.2f}"}
+            print(f"| {v} | {t} | {peak:.2f} | {row['grad_fwd_peak_gb']:.2f} ({row['grad_decoder_peak_gb']:.2f}) | "
+                  f"{act:.2f}, {row['grad_saved_gb']:.2f} ({est[t]['act']:.2f}) | {peak - act:.2f} ({text['head']}) | "
+                  f"{text['minus']} | {text['total']} | {row['grad_s']:.1f} ({row['grad_cpu_s']:.0f}) | "
+                  f"{row['no_grad_s']:.1f} ({row['no_grad_cpu_s']:.0f}) | {row['no_grad_peak_gb']:.2f} | "
+                  f"{row['loss']:.6g} |")
     for t in args.tokens:
         chunked, today, plain = (table.get(f"{v}@{t}") for v in ("chunked", "today", "plain"))
         if chunked and today:
-            print(f"T {t}: grad peak today / chunked = {today['grad_peak_gb'] / chunked['grad_peak_gb']:.1f}x")
+            head = [r["grad_peak_gb"] - r["grad_act_gb"] for r in (today, chunked)]
+            print(f"T {t}: today / chunked: grad peak {today['grad_peak_gb'] / chunked['grad_peak_gb']:.1f}x, "
+                  f"peak - act {head[0] / head[1]:.1f}x")
         if chunked and plain:
-            print(f"T {t}: chunked / plain: grad {chunked['grad_s'] / plain['grad_s']:.2f}x wall, "
-                  f"{chunked['grad_cpu_s'] / plain['grad_cpu_s']:.2f}x cpu; no-grad "
-                  f"{chunked['no_grad_s'] / plain['no_grad_s']:.2f}x wall, "
-                  f"{chunked['no_grad_cpu_s'] / plain['no_grad_cpu_s']:.2f}x cpu")
+            ratio = {k: chunked[k] / plain[k] for k in ("grad_s", "grad_cpu_s", "no_grad_s", "no_grad_cpu_s")}
+            print(f"T {t}: chunked / plain time: grad {ratio['grad_s']:.2f}x wall, {ratio['grad_cpu_s']:.2f}x cpu; "
+                  f"no-grad {ratio['no_grad_s']:.2f}x wall, {ratio['no_grad_cpu_s']:.2f}x cpu")
     wall = time.perf_counter() - started
     print(f"wall {wall:.0f} s")
-    result = {"commit": commit, "args": vars(args), "estimates_gb": est, "table": table,
-              "wall_s": wall}
+    result = {"commit": commit, "args": vars(args), "estimates_gb": est, "table": table, "wall_s": wall}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     return result

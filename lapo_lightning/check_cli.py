@@ -22,7 +22,10 @@ import sys
 from pathlib import Path
 
 USAGE = "lapo check --config FILE [--device-memory GB] [lapo fit overrides, e.g. --data.problems_per_step 8]"
-# What a combination that fits may change, in the order the one-key changes are tried.
+# Keys whose change leaves the method as it is (memory and speed only): tried first.
+NEUTRAL = ("model.grpo.micro_batch_size", "model.generation.max_rollouts_per_call",
+           "model.policy.gradient_checkpointing", "model.policy.load_in_4bit")
+# What a combination that fits may change.
 COMBINED_FIELDS = (("grpo", "micro_batch_size"), ("generation", "max_new_tokens"), ("policy", "gradient_checkpointing"),
                    ("policy", "load_in_4bit"), ("generation", "max_rollouts_per_call"), (None, "problems_per_step"))
 
@@ -189,15 +192,25 @@ def device_bytes(device_memory_gb: float | None) -> tuple[int, str]:
 
 
 def combination_that_fits(run, total: int) -> list[str] | None:
-    """Settings that together bring the peak under ``total``, found greedily (the largest
-    one-key saving first, repeated), as ``key value`` strings; None if the keys cannot."""
+    """Settings that together bring the peak under ``total``, as ``key value`` strings; None if
+    the keys cannot. Found greedily (the largest one-key saving first, repeated), first among
+    the keys that leave the method as it is (:data:`NEUTRAL`), then among all of them."""
+    for keys in (NEUTRAL, None):
+        fitting = _greedy(run, total, keys)
+        if fitting is not None:
+            return settings_changed(run, fitting)
+    return None
+
+
+def _greedy(run, total: int, keys: tuple[str, ...] | None):
     from lapo_lightning.cost import single_changes
 
     current = run
     for _ in range(24):
         if current.estimate().peak_bytes <= total:
-            return settings_changed(run, current)
-        options = [(changed.estimate().peak_bytes, i, changed) for i, (_, changed) in enumerate(single_changes(current))]
+            return current
+        options = [(changed.estimate().peak_bytes, i, changed) for i, (text, changed) in enumerate(single_changes(current))
+                   if keys is None or text.startswith(keys)]
         if not options or min(options)[0] >= current.estimate().peak_bytes:
             return None
         current = min(options)[2]

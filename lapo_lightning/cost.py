@@ -569,8 +569,8 @@ def single_changes(run: RunSettings) -> list[tuple[str, RunSettings]]:
 
 def what_lowers_it(run: RunSettings) -> list[str]:
     """The single-key changes that lower the estimated peak, largest saving first, e.g.
-    ``["model.grpo.micro_batch_size 4 -> 2 (-18.3 GB)", ...]``. Estimated, not assumed: in
-    4-bit the output head is fp32, so 4-bit loading can raise the peak of a bf16 run."""
+    ``["model.grpo.micro_batch_size 4 -> 2 (-18.3 GB)", ...]``. Estimated, not assumed: 4-bit
+    loading upcasts an fp16 model's stream to fp32, so it can raise the peak of an fp16 run."""
     peak = run.estimate().peak_bytes
     savings = [(peak - changed.estimate().peak_bytes, text) for text, changed in single_changes(run)]
     return [f"{text} (-{saved / GB:.1f} GB)" if saved >= GB else f"{text} (-{saved / GB:.3f} GB)"

@@ -114,7 +114,8 @@ class FakeTokenizer:
 
 def export(tmp_path, value: float, tokenizer: FakeTokenizer | None = None) -> Path:
     out = tmp_path / "run" / "adapter"
-    trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path), default_root_dir=str(tmp_path))
+    trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path), default_root_dir=str(tmp_path),
+                              global_step=7, interrupted=False)
     module = SimpleNamespace(policy=FakePolicy(value), tokenizer=tokenizer or FakeTokenizer(), prompt=None)
     ExportAdapter(dirpath=str(out)).on_fit_end(trainer, module)
     return out
@@ -122,7 +123,7 @@ def export(tmp_path, value: float, tokenizer: FakeTokenizer | None = None) -> Pa
 
 def test_export_replaces_an_old_adapter_whole_or_not_at_all(tmp_path):
     out = export(tmp_path, 1.0)
-    assert sorted(p.name for p in out.iterdir()) == ["adapter_model.bin", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_model.bin", "lapo_export.json", "tokenizer.json"]
     with pytest.raises(atomic.ArtefactWriteError, match=f"cannot write the exported adapter {out}: No space left"):
         export(tmp_path, 2.0, FakeTokenizer(fail=True))  # weights written, tokenizer not: nothing published
     assert json.loads((out / "adapter_model.bin").read_text()) == [1.0, 1.0]

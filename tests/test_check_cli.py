@@ -77,6 +77,7 @@ def test_a_run_that_does_not_fit_says_what_would(capsys):
     assert code == 1 and verdict(out).endswith("GB of 8.0 GB: does not fit"), out
     assert "Each of these lowers the peak: model.generation.max_new_tokens 4096 -> 2048" in out
     combination = re.search(r"Together these fit: (.*)", out)[1]
+    assert "max_new_tokens" not in combination, combination  # memory-only keys suffice here: the cap stays
     overrides = [part for item in combination.split(", ") for part in (f"--{item.split()[0]}", item.split()[1])]
     code, out = run_check(capsys, "--config", "configs/stage1.yaml", "--device-memory", "8", *overrides)
     assert code == 0 and verdict(out).endswith(": fits"), out  # the combination it offered does fit
