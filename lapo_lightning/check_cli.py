@@ -133,7 +133,7 @@ def startup_check(cfg) -> tuple[list[str], list[str], object]:
     if offline:
         notes.append(f"{policy.model} is not in the local Hugging Face cache: the prompts were not tokenized and the "
                      "model's context was not checked")
-    return preflight._dedupe(problems), notes, built
+    return list(dict.fromkeys(problems)), notes, built
 
 
 def not_written_yet(built) -> dict[str, str]:
