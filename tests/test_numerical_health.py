@@ -28,6 +28,7 @@ from lapo_lightning.health import (NonFiniteTrainingError, NonFiniteWeightsError
                                    newest_checkpoint, nonfinite_parameters, nonfinite_stop_message)
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.rewards import Accuracy, Reward, score
+from lapo_lightning.run_lock import LOCK_NAME
 from lapo_lightning.types import ProblemBatch, RolloutBatch
 from test_module import bare_module, token_rollouts, trainable
 
@@ -300,7 +301,8 @@ def test_a_run_of_nan_steps_stops_naming_the_last_checkpoint(tmp_path, monkeypat
     assert message.startswith("2 optimizer steps in a row (trainer.global_step 1 to 2) had a NaN/inf loss")
     # The newest checkpoint, written after the first skipped step (this one, or a `last.ckpt` of the same step).
     named = re.search(r"the last good checkpoint is (\S+) \(resume with --ckpt_path \1\)", message).group(1)
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir() if p.name != LOCK_NAME) == ["epoch=0-step=1.ckpt",
+                                                                                             "epoch=0-step=2.ckpt"]
     good, skipped = torch.load(tmp_path / "ckpt" / "epoch=0-step=1.ckpt", weights_only=False), \
         torch.load(named, weights_only=False)
     assert skipped["global_step"] == 2
@@ -322,7 +324,8 @@ def test_a_nan_reward_plugin_stops_the_first_step_before_anything_is_written(tmp
     with pytest.raises(ValueError, match=r"reward NaNForOneRolloutPlugin \(name 'na_n_for_one_rollout_plugin'\) "
                                          r"returned nan for 1 of 8 rollouts"):
         fit(config, *SMALL, "--trainer.max_steps", "2")
-    assert not (tmp_path / "ckpt").exists() and not list((tmp_path / "runs").rglob("adapter*"))
+    # The run's folder lock is all that is there: no checkpoint, no adapter.
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == [LOCK_NAME] and not list((tmp_path / "runs").rglob("adapter*"))
 
 
 @pytest.fixture(scope="module")

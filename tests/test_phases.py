@@ -76,4 +76,4 @@ def test_run_phase_passes_smoke_arguments_and_ckpt_path_last(chain, monkeypatch)
     phases.run_phase(chain[0], smoke=True, resume=True)
     phases.run_phase(chain[0], smoke=False)
     assert seen == [["fit", "--config", str(chain[0].config), "--smoke-arg", "--ckpt_path", "last"],
-                    ["fit", "--config", str(chain[0].config)]]
+                    ["fit", "--config", str(chain[0].config), "--export.overwrite", "true"]]
