@@ -110,6 +110,7 @@ class _FrozenLinearLogprobs(torch.autograd.Function):
             # d logp / d logits = onehot(y) - softmax, built in place over the softmax.
             probs.neg_().scatter_add_(-1, y[:, None], torch.ones_like(y[:, None], dtype=probs.dtype))
             grad_hidden[rows] = (probs.to(weight.dtype) @ weight).div_(temperature)  # [c, H]
+            del probs  # before the next chunk's logits exist: one [c, V] buffer alive at a time, not two
         ctx.save_for_backward(grad_hidden)
         return out
 
