@@ -12,19 +12,19 @@
 #                shape, the realistic workload first (the paper's stage-2 prompt on MATH-500
 #                rows through SmolLM2's BPE tokenizer, ~167 tokens; completions uniform up
 #                to 1,024), then varied lengths, as far as the time left allows.
-# Written for the device tool's machine: Python 3.12 with torch, transformers (5.17 when last
-# read), peft and lightning; no network.
+# Written for a GPU machine without network access that has Python 3.12 with torch,
+# transformers (5.17 on the image it was written for), peft and lightning.
 #
-# 1. On the CPU machine (it reaches PyPI), before the device call:
+# 1. On a machine that reaches PyPI, before copying the work tree to the GPU machine:
 #        bash benchmarks/gpu_check.sh fetch
 #    puts into benchmarks/wheels/ (git-ignored) the wheels the image lacks, at the versions
 #    .venv runs (bitsandbytes 43 MB, trl, datasets, dill, multiprocess, math-verify,
 #    latex2sympy2_extended, antlr4-python3-runtime, peft, pytest, pluggy, iniconfig, pygments:
 #    46 MB before pytest and pygments, ~2 MB, joined: not re-measured)
 #    and SmolLM2's tokenizer files (bpe_tokenizer/, ~3.5 MB). With the ~13 MB work tree that
-#    fits the 64 MiB the device tool carries; transformers does not, so the image's own runs.
-# 2. One device call:
-#        run(command="bash benchmarks/gpu_check.sh", carry=["benchmarks/wheels"], timeout_s=560)
+#    fits a 64 MiB upload to such a machine; transformers does not, so the image's own runs.
+# 2. On the GPU machine, with benchmarks/wheels copied along (under ~9.5 minutes):
+#        bash benchmarks/gpu_check.sh
 #    Everything printed is also in $OUT/gpu_check.log, the rows in $OUT/*.json
 #    (runs/gpu_check/ when OUT is unset). Parts that do not fit the time are listed, not run.
 # Dry run, here on the CPU, same script at test size (tests/test_benchmark_smoke.py runs it):
