@@ -27,9 +27,15 @@ NEAR = 0.9  # warn above this share of the device: on CPU the estimate came out 
 
 
 def device_total_memory(device: torch.device) -> int | None:
-    """Total bytes of ``device``: a CUDA GPU's memory, or physical RAM on CPU; None if unknown."""
+    """Total bytes of ``device``: a CUDA GPU's memory, or physical RAM on CPU; None if unknown.
+
+    A CUDA process capped with ``torch.cuda.set_per_process_memory_fraction`` (a shared card)
+    gets its share: the allocator refuses anything beyond it.
+    """
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
+        total = torch.cuda.get_device_properties(device).total_memory
+        share = getattr(torch.cuda, "get_per_process_memory_fraction", None)  # torch >= 2.8
+        return int(total * share(device)) if share is not None else total
     if device.type == "cpu":
         try:
             return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

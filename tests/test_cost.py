@@ -235,6 +235,13 @@ def no_weights(monkeypatch):
     monkeypatch.chdir(ROOT)
 
 
+def test_a_capped_cuda_process_counts_only_its_share(monkeypatch):
+    """A card shared with set_per_process_memory_fraction: the estimate and `auto` see the cap."""
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: type("P", (), {"total_memory": 80 * 10**9}))
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device: 0.15, raising=False)
+    assert memory_check.device_total_memory(torch.device("cuda", 0)) == 12 * 10**9
+
+
 def test_a_config_that_cannot_fit_is_refused_before_loading_weights(tmp_path, no_weights, monkeypatch):
     monkeypatch.setattr(memory_check, "device_total_memory", lambda device: 1_000_000)  # a 1 MB device
     with pytest.raises(ValueError, match="model.grpo.micro_batch_size") as err:
