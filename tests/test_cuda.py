@@ -68,10 +68,13 @@ def test_4bit_lora_forward_and_backward_match_the_dequantized_fp32_model():
     ids = tokenizer(["What is 12 + 30? Think first.", "x * 7 = 21, x?"], return_tensors="pt", padding=True,
                     add_special_tokens=False)
     batch = {k: v.to(device()) for k, v in ids.items()}
+    # Left padding: a pad position attends to nothing, and what a kernel writes there differs
+    # between bf16 and fp32 kernels (up to 0.87 on an H200). Only attended positions count.
+    attended = batch["attention_mask"].bool()
     grads = {}
     for name, model in (("nf4", quantized), ("fp32", reference)):
         model.train()
-        logits = model(**batch).logits.float()
+        logits = model(**batch).logits.float()[attended]
         logits.log_softmax(-1).mean().backward()
         grads[name] = ({n: p.grad.float().clone() for n, p in model.named_parameters() if p.grad is not None},
                        logits.detach())
@@ -138,18 +141,21 @@ def test_one_grpo_step_trains_the_adapter_on_the_device(tmp_path):
     )
     trainer = pl.Trainer(accelerator="gpu" if DEVICE == "cuda" else "cpu", devices=1, max_steps=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    before = None
+    before, trained_on = None, set()
 
     class Snapshot(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, *args):
             nonlocal before
             before = {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
 
+        def on_train_batch_end(self, trainer, pl_module, *args):  # Lightning's teardown moves the module to the CPU
+            trained_on.update(p.device.type for p in pl_module.parameters() if p.requires_grad)
+
     trainer.callbacks.append(Snapshot())
     trainer.fit(module, LapoDataModule(str(data), problems_per_step=2, seed=0))
     assert trainer.global_step == 1
     after = {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
-    assert all(p.device.type == device().type for p in after.values())
+    assert trained_on == {device().type}
     assert all(torch.isfinite(p).all() for p in after.values())
-    moved = [n for n in after if not torch.equal(after[n], before[n])]
+    moved = [n for n in after if not torch.equal(after[n], before[n].to(after[n].device))]
     assert any("lora_B" in n for n in moved), moved  # (lora_A's first gradient is 0: B starts at 0)
