@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# GPU check: everything a lent CUDA GPU (H100/H200, ~15 minutes) should tell us, in one run
-# of under 8 minutes, in three parts:
-#   (a) tests    the suite's CUDA-marked tests (tests/test_cuda.py: 4-bit NF4 + LoRA forward
-#                and backward against the dequantized fp32 model, decoding, one GRPO step);
-#   (b) stages   benchmarks/stage_steps.py: one LAPO stage-1 and one stage-2 step through
+# GPU check: everything a CUDA GPU (H100/H200, ~15 minutes) should tell us, in one run
+# of under 8 minutes, in three parts, the one that answers the most first:
+#   (a) stages   benchmarks/stage_steps.py: one LAPO stage-1 and one stage-2 step through
 #                GRPOModule on a random-init model of Qwen2.5-1.5B's shape (hidden 1536, 28
 #                layers, vocabulary 151,936) in 4-bit NF4 with bf16 compute, LoRA r 64, G = 8,
-#                the paper's 4,096-token cap (STAGE_T): s/step, generation tokens/s, and peak
-#                GPU memory beside the start-up estimate for the same settings;
+#                the paper's 4,096-token cap (STAGE_T), with the 12 GB recipes' memory settings:
+#                the process capped at DEVICE_GB (12) GB as on a card that size, micro-batch
+#                and rows per generate call `auto`, STAGE_B (6) problems = 48 rollouts, the
+#                rows per call the 12 GB stage-1 recipe gets. It prints s/step, generation
+#                tokens/s, and peak GPU memory beside the start-up estimate for the same settings;
+#                "out of memory under the cap" when the estimate was wrong the dangerous way;
+#   (b) tests    the suite's CUDA-marked tests (tests/test_cuda.py: 4-bit NF4 + LoRA forward
+#                and backward against the dequantized fp32 model, decoding, one GRPO step);
 #   (c) compare  benchmarks/trl_compare.py side by side (lapo / TRL / floor) on the same
 #                shape, the realistic workload first (the paper's stage-2 prompt on MATH-500
 #                rows through SmolLM2's BPE tokenizer, ~167 tokens; completions uniform up
@@ -29,8 +33,8 @@
 #    (runs/gpu_check/ when OUT is unset). Parts that do not fit the time are listed, not run.
 # Dry run, here on the CPU, same script at test size (tests/test_benchmark_smoke.py runs it):
 #        DRY=1 bash benchmarks/gpu_check.sh        (or: bash benchmarks/gpu_check.sh --dry)
-# Knobs (environment): DEADLINE_S (whole script, default 450), B, T, STAGE_T, RCAP (realistic cap),
-# STEPS, WARMUP, WORKLOADS, SYSTEMS, PYTHON.
+# Knobs (environment): DEADLINE_S (whole script, default 450), B, T, STAGE_B, STAGE_T, DEVICE_GB,
+# RCAP (realistic cap), STEPS, WARMUP (stage 1's unmeasured steps), WORKLOADS, SYSTEMS, PYTHON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,11 +66,13 @@ left() { echo $(( DEADLINE - SECONDS )); }
 main() {
     local py=${PYTHON:-python3} site=/tmp/gpu_check_site status=0
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-    local device=cuda preset=qwen2.5-1.5b quant=(--load-in-4bit) dtype=bfloat16 group=8 micro=4 lora=64
-    local T=${T:-1024} STAGE_T=${STAGE_T:-4096} RCAP=${RCAP:-1024} B=${B:-2} STEPS=${STEPS:-1} WARMUP=${WARMUP:-1} test_device=cuda
+    local device=cuda preset=qwen2.5-1.5b quant=(--load-in-4bit) dtype=bfloat16 group=8 lora=64
+    local T=${T:-1024} STAGE_T=${STAGE_T:-4096} RCAP=${RCAP:-1024} B=${B:-2} STEPS=${STEPS:-1} WARMUP=${WARMUP:-0} test_device=cuda
+    local STAGE_B=${STAGE_B:-6} DEVICE_GB=${DEVICE_GB:-12}
     local bpe=$WHEELS/bpe_tokenizer tests_s=150 workloads=realistic,varied
     if (( DRY )); then  # the same parts on the CPU at test size: checks the script, not the GPU
-        device=cpu preset=qwen2-tiny dtype=float32 group=4 micro=4 lora=8 T=8 STAGE_T=8 RCAP=8 B=2 STEPS=1 WARMUP=0
+        device=cpu preset=qwen2-tiny dtype=float32 group=4 lora=8 T=8 STAGE_T=8 RCAP=8 B=2 STEPS=1 WARMUP=0
+        STAGE_B=2 DEVICE_GB=  # no cap on the CPU
         test_device=cpu tests_s=120 workloads=varied  # realistic needs the BPE tokenizer: tested on its own
         "$py" -c 'import bitsandbytes' 2>/dev/null || quant=()
         echo "== DRY RUN on the CPU (test sizes; no number here is a GPU number)"
@@ -101,21 +107,22 @@ import torch
 print("torch.version.cuda", torch.version.cuda, "| device:", torch.cuda.is_available() and torch.cuda.get_device_name(0))
 EOF
 
-    echo "== (a) tests: pytest -m cuda (LAPO_TEST_DEVICE=$test_device)"
+    echo "== (a) stages: one stage-1 and one stage-2 step${DEVICE_GB:+, capped at $DEVICE_GB GB} (${SECONDS} s so far)"
+    timeout "$(( $(left) * 3 / 4 ))" "$py" benchmarks/stage_steps.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
+        --problems "$STAGE_B" --group "$group" --max-new-tokens "$STAGE_T" --micro auto --rollouts-per-call auto \
+        ${DEVICE_GB:+--device-memory "$DEVICE_GB"} --lora-r "$lora" \
+        --steps "$STEPS" --warmup "$WARMUP" --budget-s "$(( $(left) * 3 / 4 - 10 ))" --out "$OUT/stage_steps.json"
+    local rc=$?
+    echo "stages: exit $rc"
+    (( rc == 0 )) || status=1
+
+    echo "== (b) tests: pytest -m cuda (LAPO_TEST_DEVICE=$test_device)"
     local files
     files=$(grep -rl --include='*.py' "mark.cuda" tests | sort | tr '\n' ' ')
     LAPO_TEST_DEVICE=$test_device timeout "$(( $(left) < tests_s ? $(left) : tests_s ))" \
         "$py" -m pytest -q -m cuda -p no:cacheprovider --continue-on-collection-errors -W ignore $files
-    local rc=$?
-    echo "tests: exit $rc"
-    (( rc == 0 )) || status=1
-
-    echo "== (b) stages: one stage-1 and one stage-2 step (${SECONDS} s so far)"
-    timeout "$(( $(left) * 3 / 5 ))" "$py" benchmarks/stage_steps.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
-        --problems "$B" --group "$group" --max-new-tokens "$STAGE_T" --micro "$micro" --lora-r "$lora" \
-        --steps "$STEPS" --warmup "$WARMUP" --budget-s "$(( $(left) / 2 ))" --out "$OUT/stage_steps.json"
     rc=$?
-    echo "stages: exit $rc"
+    echo "tests: exit $rc"
     (( rc == 0 )) || status=1
 
     echo "== (c) compare: lapo / TRL / floor (${SECONDS} s so far, $(left) s left)"

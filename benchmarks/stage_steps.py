@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-COLUMNS = ("stage", "s/step", "gen s/step", "gen tok/s", "tokens/step", "prompt tokens", "budget stated",
-           "estimate MB", "peak GPU MB", "peak RSS MB")
+COLUMNS = ("stage", "micro", "rows/call", "s/step", "gen s/step", "gen tok/s", "tokens/step", "prompt tokens",
+           "budget stated", "estimate MB", "peak GPU MB", "reserved MB", "peak RSS MB")
 
 
 def stage_module(stage: int, args, model: str):
@@ -60,7 +60,8 @@ def stage_module(stage: int, args, model: str):
                             gradient_checkpointing=True),
         rewards=rewards,
         grpo=GRPOConfig(group_size=args.group, kl_coef=1e-4, micro_batch_size=args.micro, token_aggregation="token_mean"),
-        generation=GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=1.0),
+        generation=GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=1.0,
+                                    max_rollouts_per_call=args.rollouts_per_call),
         optim=OptimConfig(lr=2e-5),
         prompt=PlainPrompt(placement="think"),  # stage 1 has no budgets: the stage-1 text
         verifier=ContainsAnswer(),  # a random model's text: no math-verify timeouts in the timing
@@ -87,6 +88,9 @@ def run_stage(stage: int, args, model: str, tmp: Path) -> dict:
         timings.append({"gen_s": time.perf_counter() - start, "gen_tokens": int(rollouts.lengths.sum()),
                         "prompt_tokens": int(rollouts.prompt_mask.sum(1).max()),
                         "budget": parse_budget(prompt)})
+        peak = f", peak GPU {torch.cuda.max_memory_allocated() / 2**20:.0f} MB" if torch.cuda.is_available() else ""
+        print(f"stage {stage}: generated {timings[-1]['gen_tokens']} tokens in {timings[-1]['gen_s']:.1f} s{peak}",
+              file=sys.stderr, flush=True)  # a run cut short by its time limit still shows how far it got
         return rollouts
 
     module.sample = timed_sample
@@ -104,6 +108,7 @@ def run_stage(stage: int, args, model: str, tmp: Path) -> dict:
     stats = (LengthStatsCollector(path=str(table)) if stage == 1
              else BudgetTargets(table=str(table), path=str(tmp / "length_table_refined.json")))
     if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the reserved peak counts this stage's blocks, not the model build's cache
         torch.cuda.reset_peak_memory_stats()
     trainer = pl.Trainer(accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
                          max_steps=(args.warmup if stage == 1 else 0) + args.steps, logger=False, enable_checkpointing=False,
@@ -127,6 +132,8 @@ def run_stage(stage: int, args, model: str, tmp: Path) -> dict:
     gen_s = sum(t["gen_s"] for t in measured)
     row = {
         "stage": f"stage{stage}",
+        "micro": module.grpo.micro_batch_size,  # `auto` resolved at start-up
+        "rows/call": module.generation.max_rollouts_per_call or args.problems * args.group,
         "s/step": statistics.median(t["step_s"] for t in measured),
         "gen s/step": gen_s / len(measured),
         "gen tok/s": sum(t["gen_tokens"] for t in measured) / max(gen_s, 1e-9),
@@ -135,6 +142,7 @@ def run_stage(stage: int, args, model: str, tmp: Path) -> dict:
         "budget stated": measured[0]["budget"],
         "estimate MB": seen["estimate"].peak_bytes / 2**20 if seen.get("estimate") else None,
         "peak GPU MB": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        "reserved MB": torch.cuda.max_memory_reserved() / 2**20 if torch.cuda.is_available() else None,
         "peak RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     del trainer, module
@@ -151,7 +159,7 @@ def sync() -> None:
 
 
 FORMATS = {"s/step": "{:.2f}", "gen s/step": "{:.2f}", "gen tok/s": "{:.0f}", "tokens/step": "{:.0f}",
-           "estimate MB": "{:.0f}", "peak GPU MB": "{:.0f}", "peak RSS MB": "{:.0f}"}
+           "estimate MB": "{:.0f}", "peak GPU MB": "{:.0f}", "reserved MB": "{:.0f}", "peak RSS MB": "{:.0f}"}
 
 
 def table(rows: list[dict]) -> str:
@@ -165,6 +173,10 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def size(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="qwen2.5-1.5b", help="trl_compare.PRESETS shape of the random Qwen2")
@@ -175,7 +187,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--problems", type=int, default=2, help="problems per step (B)")
     parser.add_argument("--group", type=int, default=8, help="completions per problem (G)")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
-    parser.add_argument("--micro", type=int, default=4, help="rollouts per forward/backward")
+    parser.add_argument("--micro", type=size, default=4, help="rollouts per forward/backward, or auto")
+    parser.add_argument("--rollouts-per-call", type=size, help="rows per generate call, or auto (default: all)")
+    parser.add_argument("--device-memory", type=float, metavar="GB",
+                        help="CUDA only: cap this process at GB (1e9 bytes), as on a card that size: the allocator "
+                             "refuses more, and `auto` sizes and the start-up check see the cap")
     parser.add_argument("--lora-r", type=int, default=64)
     parser.add_argument("--steps", type=int, default=1, help="measured steps per stage")
     parser.add_argument("--warmup", type=int, default=1,
@@ -184,12 +200,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     start = time.monotonic()
-    if args.device == "cuda":
-        import torch
+    import torch
 
+    if args.device == "cuda":
         if not torch.cuda.is_available():
             parser.error("--device cuda: no CUDA device here")
+        if args.device_memory:
+            total = torch.cuda.get_device_properties(0).total_memory
+            if args.device_memory * 1e9 > total:
+                parser.error(f"--device-memory {args.device_memory:g}: the device has {total / 1e9:.1f} GB")
+            torch.cuda.set_per_process_memory_fraction(args.device_memory * 1e9 / total)
+    elif args.device_memory:
+        parser.error("--device-memory caps a CUDA device; on the CPU it has nothing to cap")
     rows: list[dict] = []
+    failed = False
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = args.model
@@ -204,7 +228,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         (tmp / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in problems(n)))
         for stage in (1, 2):
             stage_start = time.monotonic()
-            rows.append(run_stage(stage, args, model, tmp))
+            try:
+                rows.append(run_stage(stage, args, model, tmp))
+            except torch.cuda.OutOfMemoryError as err:  # the finding itself under --device-memory: say so, stop
+                print(f"stage {stage}: out of memory{f' under the {args.device_memory:g} GB cap' if args.device_memory else ''}"
+                      f" (peak allocated {torch.cuda.max_memory_allocated() / 2**20:.0f} MB): {str(err).splitlines()[0]}",
+                      flush=True)
+                failed = True
+                break
             print(f"stage {stage} done in {time.monotonic() - stage_start:.0f} s", file=sys.stderr, flush=True)
             left = None if args.budget_s is None else args.budget_s - (time.monotonic() - start)
             if stage == 1 and left is not None and left < time.monotonic() - stage_start:
@@ -213,10 +244,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     model_name = args.model or f"{args.preset} (random Qwen2)"
     print(f"stage steps: model={model_name}{' nf4 +' if args.load_in_4bit else ''} {args.dtype} on {args.device} "
           f"B={args.problems} G={args.group} T={args.max_new_tokens} micro={args.micro} LoRA r={args.lora_r} "
+          f"{f'capped at {args.device_memory:g} GB ' if args.device_memory else ''}"
           f"steps={args.steps} per stage (+{args.warmup} warm-up in stage 1)")
     print(table(rows))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
+    if failed:
+        sys.exit(1)
     return rows
 
 

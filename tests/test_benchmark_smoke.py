@@ -218,3 +218,18 @@ def test_train_pass_memory_smoke(tmp_path):
     losses = {v: table[f"{v}@32"]["loss"] for v in variants & {"chunked", "today", "trl", "trl_logits"}}
     assert max(losses.values()) - min(losses.values()) < 1e-5, losses
     assert "| chunked | 32 |" in out.stdout
+
+
+def test_cuda_train_pass_smoke(monkeypatch):
+    """The one-micro-step GPU benchmark's flow on the CPU at tiny size: two training steps and
+    a no-grad pass through GRPOModule, beside the estimate for the same settings."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("cuda_train_pass", ROOT / "benchmarks" / "cuda_train_pass.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--device", "cpu", "--smoke", "--rows", "2", "--prompt", "8", "--tokens", "16", "--lora-r", "4"])
+    assert result["estimate MB"] > 0
+    for name in ("train", "train again", "no-grad"):
+        assert isinstance(result[f"{name} s"], float) and result[f"{name} s"] > 0, result
+    with pytest.raises(SystemExit):  # a cap is a CUDA setting
+        bench.main(["--device", "cpu", "--smoke", "--device-memory", "12"])
