@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # GPU check: everything a CUDA GPU (H100/H200, ~15 minutes) should tell us, in one run
-# of under 8 minutes, in three parts, the one that answers the most first:
-#   (a) stages   benchmarks/stage_steps.py: one LAPO stage-1 and one stage-2 step through
+# of under 8 minutes, in four parts, the one that answers the most first:
+#   (a) memory   benchmarks/cuda_train_pass.py: one training micro-step (4 rows at the cap,
+#                forward, loss, backward, AdamW) at DeepSeek-R1-Distill-Qwen-1.5B's shape in
+#                4-bit NF4 with bf16 compute, LoRA r 64, checkpointing, as the recipes train:
+#                cap 4,096 under a 12 GB process cap, cap 8,192 under 24 GB; peak allocated
+#                and reserved beside the start-up estimate (~40 s each on an H200);
+#   (b) stages   benchmarks/stage_steps.py: one LAPO stage-1 and one stage-2 step through
 #                GRPOModule on a random-init model of Qwen2.5-1.5B's shape (hidden 1536, 28
-#                layers, vocabulary 151,936) in 4-bit NF4 with bf16 compute, LoRA r 64, G = 8,
-#                the paper's 4,096-token cap (STAGE_T), with the 12 GB recipes' memory settings:
-#                the process capped at DEVICE_GB (12) GB as on a card that size, micro-batch
-#                and rows per generate call `auto`, STAGE_B (6) problems = 48 rollouts, the
-#                rows per call the 12 GB stage-1 recipe gets. It prints s/step, generation
-#                tokens/s, and peak GPU memory beside the start-up estimate for the same settings;
-#                "out of memory under the cap" when the estimate was wrong the dangerous way;
-#   (b) tests    the suite's CUDA-marked tests (tests/test_cuda.py: 4-bit NF4 + LoRA forward
+#                layers, vocabulary 151,936), same quantization and LoRA, G = 8, under the
+#                DEVICE_GB (12) GB cap with micro-batch and rows per generate call `auto`,
+#                STAGE_B (6) problems = 48 rollouts (the rows per call the 12 GB stage-1 recipe
+#                gets), cap STAGE_T (1,024): s/step, generation tokens/s, peak GPU memory beside
+#                the estimate, or "out of memory under the cap". Decoding 48 rows in 4-bit with
+#                LoRA ran at ~10 steps/s on an H200 (46 tokens/s over 403 s at cap 4,096), so
+#                the paper's cap does not fit this script's time;
+#   (c) tests    the suite's CUDA-marked tests (tests/test_cuda.py: 4-bit NF4 + LoRA forward
 #                and backward against the dequantized fp32 model, decoding, one GRPO step);
-#   (c) compare  benchmarks/trl_compare.py side by side (lapo / TRL / floor) on the same
+#   (d) compare  benchmarks/trl_compare.py side by side (lapo / TRL / floor) on the same
 #                shape, the realistic workload first (the paper's stage-2 prompt on MATH-500
 #                rows through SmolLM2's BPE tokenizer, ~167 tokens; completions uniform up
 #                to 1,024), then varied lengths, as far as the time left allows.
@@ -33,7 +38,8 @@
 #    (runs/gpu_check/ when OUT is unset). Parts that do not fit the time are listed, not run.
 # Dry run, here on the CPU, same script at test size (tests/test_benchmark_smoke.py runs it):
 #        DRY=1 bash benchmarks/gpu_check.sh        (or: bash benchmarks/gpu_check.sh --dry)
-# Knobs (environment): DEADLINE_S (whole script, default 450), B, T, STAGE_B, STAGE_T, DEVICE_GB,
+# Knobs (environment): DEADLINE_S (whole script, default 450), MEMORY_RUNS ("cap:GB ..."), B, T,
+# STAGE_B, STAGE_T, DEVICE_GB,
 # RCAP (realistic cap), STEPS, WARMUP (stage 1's unmeasured steps), WORKLOADS, SYSTEMS, PYTHON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +73,7 @@ main() {
     local py=${PYTHON:-python3} site=/tmp/gpu_check_site status=0
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
     local device=cuda preset=qwen2.5-1.5b quant=(--load-in-4bit) dtype=bfloat16 group=8 lora=64
-    local T=${T:-1024} STAGE_T=${STAGE_T:-4096} RCAP=${RCAP:-1024} B=${B:-2} STEPS=${STEPS:-1} WARMUP=${WARMUP:-0} test_device=cuda
+    local T=${T:-1024} STAGE_T=${STAGE_T:-1024} RCAP=${RCAP:-1024} B=${B:-2} STEPS=${STEPS:-1} WARMUP=${WARMUP:-0} test_device=cuda
     local STAGE_B=${STAGE_B:-6} DEVICE_GB=${DEVICE_GB:-12}
     local bpe=$WHEELS/bpe_tokenizer tests_s=150 workloads=realistic,varied
     if (( DRY )); then  # the same parts on the CPU at test size: checks the script, not the GPU
@@ -107,7 +113,21 @@ import torch
 print("torch.version.cuda", torch.version.cuda, "| device:", torch.cuda.is_available() and torch.cuda.get_device_name(0))
 EOF
 
-    echo "== (a) stages: one stage-1 and one stage-2 step${DEVICE_GB:+, capped at $DEVICE_GB GB} (${SECONDS} s so far)"
+    echo "== (a) memory: one training micro-step at the recipes' shapes (${SECONDS} s so far)"
+    local cap gb
+    for cap_gb in ${MEMORY_RUNS:-4096:12 8192:24}; do
+        cap=${cap_gb%%:*} gb=${cap_gb##*:}
+        if (( DRY )); then
+            timeout "$(left)" "$py" benchmarks/cuda_train_pass.py --device cpu --smoke --rows 2 --prompt 8 --tokens 16 \
+                --lora-r "$lora"
+        else
+            timeout "$(( $(left) / 4 ))" "$py" benchmarks/cuda_train_pass.py --tokens "$cap" --device-memory "$gb" \
+                --lora-r "$lora"
+        fi
+        (( $? == 0 )) || status=1
+    done
+
+    echo "== (b) stages: one stage-1 and one stage-2 step${DEVICE_GB:+, capped at $DEVICE_GB GB} (${SECONDS} s so far)"
     timeout "$(( $(left) * 3 / 4 ))" "$py" benchmarks/stage_steps.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
         --problems "$STAGE_B" --group "$group" --max-new-tokens "$STAGE_T" --micro auto --rollouts-per-call auto \
         ${DEVICE_GB:+--device-memory "$DEVICE_GB"} --lora-r "$lora" \
@@ -116,7 +136,7 @@ EOF
     echo "stages: exit $rc"
     (( rc == 0 )) || status=1
 
-    echo "== (b) tests: pytest -m cuda (LAPO_TEST_DEVICE=$test_device)"
+    echo "== (c) tests: pytest -m cuda (LAPO_TEST_DEVICE=$test_device)"
     local files
     files=$(grep -rl --include='*.py' "mark.cuda" tests | sort | tr '\n' ' ')
     LAPO_TEST_DEVICE=$test_device timeout "$(( $(left) < tests_s ? $(left) : tests_s ))" \
@@ -125,7 +145,7 @@ EOF
     echo "tests: exit $rc"
     (( rc == 0 )) || status=1
 
-    echo "== (c) compare: lapo / TRL / floor (${SECONDS} s so far, $(left) s left)"
+    echo "== (d) compare: lapo / TRL / floor (${SECONDS} s so far, $(left) s left)"
     if (( $(left) > 30 )); then
         "$py" benchmarks/trl_compare.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
             --problems "$B" --group "$group" --max-new-tokens "$T" --realistic-cap "$RCAP" --micro 8 \

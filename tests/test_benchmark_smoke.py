@@ -179,6 +179,7 @@ def test_gpu_check_dry_run_prints_every_part(tmp_path):
     assert "== gpu_check: exit 0" in log and (tmp_path / "gpu_check.log").read_text() == log
     passed = re.search(r"^(\d+) passed(, (\d+) skipped)?", log, re.M)
     assert passed and int(passed[1]) >= 2 and "failed" not in passed[0], log[-4000:]  # test_cuda.py on the CPU
+    assert log.count("one training micro-step: tiny fp32 on cpu") == 2, log[-4000:]  # part (a), both recipe shapes
     stages = table_rows(log, ("stage",))
     assert set(stages) == {"stage1", "stage2"}
     for name, row in stages.items():
