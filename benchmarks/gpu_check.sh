@@ -13,8 +13,8 @@
 #                STAGE_B (6) problems = 48 rollouts (the rows per call the 12 GB stage-1 recipe
 #                gets), cap STAGE_T (1,024): s/step, generation tokens/s, peak GPU memory beside
 #                the estimate, or "out of memory under the cap". Decoding 48 rows in 4-bit with
-#                LoRA ran at ~10 steps/s on an H200 (46 tokens/s over 403 s at cap 4,096), so
-#                the paper's cap does not fit this script's time;
+#                LoRA made 46 tokens/s on an H200 (one generate call at cap 4,096 took 403 s),
+#                so the paper's cap does not fit this script's time;
 #   (c) tests    the suite's CUDA-marked tests (tests/test_cuda.py: 4-bit NF4 + LoRA forward
 #                and backward against the dequantized fp32 model, decoding, one GRPO step);
 #   (d) compare  benchmarks/trl_compare.py side by side (lapo / TRL / floor) on the same
