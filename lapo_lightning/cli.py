@@ -188,8 +188,20 @@ def print_cpu_thread_hint() -> None:
 
 def run() -> None:
     """The ``lapo`` console script. ``main`` returns the CLI object (handy in tests), but a
-    script's return value becomes its exit status, so this returns nothing: success is 0."""
-    main()
+    script's return value becomes its exit status, so this returns nothing: success is 0.
+    A failure after start-up ends in one line and a log file (``failures.py``)."""
+    from lapo_lightning.failures import debugging, report, take_debug_flag
+
+    argv = take_debug_flag(sys.argv[1:])
+    try:
+        main(argv)
+    except SystemExit:
+        raise
+    except BaseException as error:  # noqa: BLE001 - every failure becomes one line; --debug keeps the traceback
+        status = report(error, argv, getattr(error, "_lapo_folders", None))
+        if debugging():
+            raise
+        raise SystemExit(status) from None
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class LapoCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         from jsonargparse import ArgumentError
 
+        self.argv = list(args) if isinstance(args, list) else sys.argv[1:]  # for the resume command of a failure
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as e:
@@ -108,6 +109,7 @@ class LapoCLI(LightningCLI):
 
         from lapo_lightning.callbacks.summary import ParameterSummary
         from lapo_lightning.checkpointing import CheckpointError, prepare_fit
+        from lapo_lightning.failures import FailureReport
         from lapo_lightning.finished_results import replacement_problems
         from lapo_lightning.run_identity import CheckpointMismatchError
         from lapo_lightning.run_lock import FolderBusy, FolderLocks
@@ -118,6 +120,8 @@ class LapoCLI(LightningCLI):
                 callbacks[i] = ParameterSummary(max_depth=getattr(callback, "_max_depth", 1))
         if self.trainer.strategy.root_device.type == "cpu":
             print_cpu_thread_hint()
+        # A failure inside trainer.fit is reported in one line with the run's folders (failures.py).
+        callbacks.insert(0, FailureReport(getattr(self, "argv", None)))
         # The run owns its output folders before it touches them: a second run on them stops here.
         locks = FolderLocks()
         callbacks.insert(0, locks)
