@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lapo_lightning.length_table import MAX_TOKENS
 from lapo_lightning.prompts import PROMPTS
 
 
@@ -26,11 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.question is None) == (args.file is None):
         parser.error("give a question or --file, not both")
+    if args.budget is not None and not 1 <= args.budget <= MAX_TOKENS:  # what a length table holds as a target
+        parser.error(f"--budget must be a token count from 1 to {MAX_TOKENS:,.0f}, got {args.budget}")
     from lapo_lightning.inference import InferenceError, choose_prompt, generate, load, read_questions
 
     try:
-        if args.budget is not None and args.budget < 0:
-            raise InferenceError(f"--budget must be >= 0 tokens, got {args.budget}")
         questions = read_questions(args.file) if args.file else [args.question]
         prompt = choose_prompt(args.prompt, args.adapter)
         model, tokenizer = load(args.adapter, args.base)

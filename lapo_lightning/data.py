@@ -99,8 +99,10 @@ def load_problems(
     split: str = "train",
     name: str | None = None,
     key: str = "data.train_file",
+    fields_key: str = "data.fields",
 ) -> list[Problem]:
-    """Read problems from a local file or a hub dataset; ``key`` is the config key for errors.
+    """Read problems from a local file or a hub dataset; ``key`` (the source) and ``fields_key``
+    (where ``fields`` is set) are the config keys errors name.
 
     ``split`` and ``name`` only apply to hub datasets (a local file is one split).
     Every problem in the file is reported in one error (one line each, with its line or row),
@@ -114,13 +116,13 @@ def load_problems(
         rows, where = _read_hub(source, name, split, key), f"hub dataset {source!r} (split {split}) row"
     problems, numbers = [], []
     for n, row in rows:
-        problem = _to_problem(row, fields, f"{where} {n}", errors)
+        problem = _to_problem(row, fields, f"{where} {n}", errors, fields_key)
         if problem is not None:
             problems.append(problem)
             numbers.append(n)
     if not problems and not errors:
         raise DataError(f"{key}: {source} holds no problems (empty dataset)")
-    errors += _unique_problems([p.id for p in problems], numbers, source, key, fields)
+    errors += _unique_problems([p.id for p in problems], numbers, source, key, fields, fields_key)
     _raise_all(errors, key, source)
     return problems
 
@@ -200,7 +202,8 @@ def _read_hub(source: str, name: str | None, split: str, key: str) -> list[tuple
     return list(enumerate(ds, start=1))
 
 
-def _to_problem(row: dict, fields: ProblemFields, where: str, errors: list[str]) -> Problem | None:
+def _to_problem(row: dict, fields: ProblemFields, where: str, errors: list[str],
+                fields_key: str = "data.fields") -> Problem | None:
     """The row as a Problem, or None with each thing wrong with it appended to ``errors``."""
     values, found = {}, len(errors)
     for role in ("problem", "answer"):
@@ -208,14 +211,14 @@ def _to_problem(row: dict, fields: ProblemFields, where: str, errors: list[str])
         value = row.get(col)
         if value is None or (isinstance(value, str) and not value.strip()):
             what = "is empty" if col in row else "not found"
-            errors.append(f"data.fields.{role}: field {col!r} {what} in {where}; fields found: {sorted(row)}")
+            errors.append(f"{fields_key}.{role}: field {col!r} {what} in {where}; fields found: {sorted(row)}")
         elif (why := text_value_problem(value)) is not None:
-            errors.append(f"data.fields.{role}: field {col!r} in {where} {why}")
+            errors.append(f"{fields_key}.{role}: field {col!r} in {where} {why}")
         else:
             values[role] = value if isinstance(value, str) else str(value)  # answers are often int/float
     raw_id = row.get(fields.id) if fields.id else None
     if raw_id not in (None, "") and (why := id_problem(raw_id)) is not None:
-        errors.append(f"data.fields.id: field {fields.id!r} in {where} {why}")
+        errors.append(f"{fields_key}.id: field {fields.id!r} in {where} {why}")
     if len(errors) > found:
         return None
     pid = str(raw_id) if raw_id not in (None, "") else problem_id_for(values["problem"])
@@ -268,7 +271,8 @@ def id_problem(raw_id: object) -> str | None:
     return None
 
 
-def _unique_problems(ids: list[str], where: list[int], source: str, key: str, fields: ProblemFields) -> list[str]:
+def _unique_problems(ids: list[str], where: list[int], source: str, key: str, fields: ProblemFields,
+                     fields_key: str = "data.fields") -> list[str]:
     first: dict[str, int] = {}
     dups = []
     for pid, n in zip(ids, where):
@@ -282,7 +286,7 @@ def _unique_problems(ids: list[str], where: list[int], source: str, key: str, fi
     hint = "ids are hashes of the problem text: identical problems" if hashed else f"ids from field {fields.id!r}"
     return [
         f"{key}: {len(dups)} duplicate problem ids in {source}, e.g. {', '.join(dups[:2])} "
-        f"(# = line/row; {hint}; set data.fields.id to a unique field or deduplicate the file)"
+        f"(# = line/row; {hint}; set {fields_key}.id to a unique field or deduplicate the file)"
     ]
 
 

@@ -32,3 +32,10 @@ def test_a_bad_argument_is_refused_before_loading_anything():
     out = run("--prompt", "nonsense", "What is 2+3?")
     assert "invalid choice: 'nonsense'" in out.stderr
     assert out.stdout.strip() == "exit 2\nheavy: []"
+
+
+def test_a_budget_no_length_table_could_hold_is_refused_before_loading_anything():
+    for budget in ("0", "-5", "2000000"):  # a table's targets are token counts from 1 to 1e6
+        out = run("--budget", budget, "What is 2+3?")
+        assert f"--budget must be a token count from 1 to 1,000,000, got {budget}" in out.stderr
+        assert out.stdout.strip() == "exit 2\nheavy: []"

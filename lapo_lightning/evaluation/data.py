@@ -161,7 +161,8 @@ class BenchmarkDataModule(pl.LightningDataModule):
                     errors.append(f"data.length_table: {e}")
         for i, bench in enumerate(self.benchmarks):
             try:
-                load_problems(bench.path, bench.fields, bench.split, key=_key(i, bench))
+                load_problems(bench.path, bench.fields, bench.split, key=_key(i, bench),
+                              fields_key=f"data.benchmarks[{i}].fields")
             except DataError as e:
                 errors.append(str(e))
         self._checked = not errors
@@ -183,7 +184,8 @@ class BenchmarkDataModule(pl.LightningDataModule):
                             "target and no generation cap (model.generation.max_new_tokens) is known here")
         for condition in conditions:
             for i, bench in enumerate(self.benchmarks):
-                problems = load_problems(bench.path, bench.fields, bench.split, key=_key(i, bench))
+                problems = load_problems(bench.path, bench.fields, bench.split, key=_key(i, bench),
+                                         fields_key=f"data.benchmarks[{i}].fields")
                 problems = sorted(problems[: self.max_problems], key=lambda p: -len(p.problem))  # stable sort
                 if condition.table:
                     budgets = [t if (t := table.target(p.id)) is not None else fallback for p in problems]

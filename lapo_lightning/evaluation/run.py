@@ -144,6 +144,20 @@ def main(args: list[str]) -> EvalCLI:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # `lapo eval ...` passes args without the subcommand while sys.argv still holds it.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    cli = EvalCLI(args=args)
-    run_evaluation(cli.model, cli.datamodule, cli.trainer, config_text=cli.parser.dump(cli.config))
+    try:
+        cli = EvalCLI(args=args)  # parses and builds the settings; no weights load here
+    except ValueError as e:  # a setting a config dataclass refuses (top_p 1.5, say)
+        raise refuse(e) from None
+    try:
+        run_evaluation(cli.model, cli.datamodule, cli.trainer, config_text=cli.parser.dump(cli.config))
+    except EvalError as e:  # a benchmark file, model or report folder that cannot be used
+        raise refuse(e) from None
     return cli
+
+
+def refuse(error: ValueError) -> SystemExit:
+    """Bad input, as ``lapo fit``'s start-up check reports it: one line per problem, exit status 2."""
+    from lapo_lightning.fit_cli import refuse as refuse_fit
+
+    lines = [line.strip() for line in str(error).splitlines()]
+    return refuse_fit(lines[1:] if len(lines) > 1 and lines[0].endswith(":") else lines, "lapo eval")

@@ -16,7 +16,6 @@ import yaml
 
 from clitools import ROOT, config_in
 from lapo_lightning.cli import main
-from lapo_lightning.evaluation import EvalError
 from lapo_lightning.rollout import HFGenerate
 
 PLOTS = ("tokens_by_level", "accuracy_vs_tokens", "length_histograms", "budget_sweep")
@@ -103,7 +102,7 @@ def _bad_jsonl(tmp_path, name: str, rows: list[dict]) -> str:
 
 @pytest.mark.parametrize("case", ["missing_field", "empty", "unknown_folder", "unknown_hub_id", "adapter_mismatch",
                                   "no_adapter", "bad_budget"])
-def test_bad_input_fails_at_start_up_naming_the_file_or_key(case, tmp_path, adapters, monkeypatch):
+def test_bad_input_fails_at_start_up_naming_the_file_or_key(case, tmp_path, adapters, monkeypatch, capsys):
     import lapo_lightning.evaluation.module as module
 
     monkeypatch.setattr(module, "load_for_eval", lambda *a, **k: pytest.fail("weights loaded before the checks"))
@@ -111,7 +110,8 @@ def test_bad_input_fails_at_start_up_naming_the_file_or_key(case, tmp_path, adap
     benchmarks, data, expect = None, {}, []
     if case == "missing_field":
         path = _bad_jsonl(tmp_path, "noanswer.jsonl", [{"id": "a", "problem": "1+1?", "solution": "2"}])
-        benchmarks, expect = [{"name": "b", "path": path}], ["noanswer.jsonl", "'answer'", "line 1"]
+        benchmarks, expect = [{"name": "b", "path": path}], ["data.benchmarks[0].fields.answer: field 'answer' not "
+                                                             "found in", "noanswer.jsonl line 1"]
     elif case == "empty":
         path = _bad_jsonl(tmp_path, "empty.jsonl", [])
         benchmarks, expect = [{"name": "b", "path": path}], ["empty.jsonl", "data.benchmarks[0].path"]
@@ -129,8 +129,21 @@ def test_bad_input_fails_at_start_up_naming_the_file_or_key(case, tmp_path, adap
         expect = ["model.models[1] (wrong).adapter", "adapter_config.json"]
     elif case == "bad_budget":
         data, expect = {"budgets": ["none", "medium"]}, ["data.budgets", "medium"]
-    with pytest.raises(EvalError) as err:
+    with pytest.raises(SystemExit) as err:  # one line per problem, exit status 2, as `lapo fit` refuses input
         main(["eval", "--config", write_config(tmp_path, models, benchmarks, **data)])
+    assert err.value.code == 2
+    err_lines = capsys.readouterr().err.splitlines()
+    lines = err_lines[next(i for i, line in enumerate(err_lines) if line.startswith("lapo eval: ")):]
+    assert "found before loading any weights" in lines[0] and all(line.startswith("  ") for line in lines[1:])
     for snippet in expect:
-        assert snippet in str(err.value), (snippet, str(err.value))
+        assert any(snippet in line for line in lines[1:]), (snippet, lines)
     assert not (tmp_path / "report").exists()  # nothing written on a failed start
+
+
+def test_bad_sampling_settings_are_one_line_exit_2(tmp_path, capsys):
+    config = write_config(tmp_path, [{"name": "base", "model": "tiny:llama"}], None)
+    with pytest.raises(SystemExit) as err:
+        main(["eval", "--config", config, "--model.generation.top_p", "1.5"])
+    assert err.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-2:] == ["lapo eval: 1 problem found before loading any weights:",
+                                                         "  model.generation.top_p: must be in (0, 1] (got 1.5)"]
