@@ -55,11 +55,9 @@ class RunFolders:
 
     @classmethod
     def of(cls, trainer: pl.Trainer, since: float = 0.0) -> RunFolders:
-        from lightning.pytorch.callbacks import ModelCheckpoint
+        from lapo_lightning.checkpointing import checkpoint_dirs
 
-        folders = [Path(c.dirpath) for c in trainer.checkpoint_callbacks
-                   if isinstance(c, ModelCheckpoint) and c.dirpath]
-        return cls(Path(trainer.default_root_dir), folders, since)
+        return cls(Path(trainer.default_root_dir), checkpoint_dirs(trainer), since)
 
     def checkpoint(self, resumed: bool = False) -> Path | None:
         """The newest checkpoint this run wrote (or, ``resumed``, any), if there is one."""

@@ -58,20 +58,15 @@ def replacement_problems(trainer, ckpt_path: str | None) -> list[str]:
     """One line per finished result this run would replace with less (empty when none, or when
     the run's ``ExportAdapter`` says ``overwrite``)."""
     from lapo_lightning.callbacks.export import ExportAdapter
+    from lapo_lightning.run_outputs import results
 
     if any(isinstance(c, ExportAdapter) and c.overwrite for c in trainer.callbacks):
         return []
     planned = trainer.max_steps if trainer.max_steps > 0 else None
-    results = []
-    for callback in trainer.callbacks:
-        if isinstance(callback, ExportAdapter):
-            folder = callback.resolve(trainer)
-            results.append((f"export.dirpath {folder}", "adapter", export_state(folder)))
-        path = getattr(callback, "path", None)
-        if isinstance(path, str) and path:
-            results.append((f"{type(callback).__name__}.path {path}", "length table", table_state(Path(path))))
     problems = []
-    for where, what, state in results:
+    for result in results(trainer):
+        where, what = result.where, result.kind
+        state = export_state(result.path) if what == "adapter" else table_state(result.path)
         if state is None:
             continue
         step, complete = state

@@ -99,17 +99,10 @@ def lock_all(folders) -> list[FolderLock]:
 def output_folders(trainer: pl.Trainer) -> list[Path]:
     """Every folder this run writes results into: checkpoint folders, the adapter export's
     parent, and the folders of the length tables its callbacks write."""
-    from lapo_lightning.callbacks.export import ExportAdapter
     from lapo_lightning.checkpointing import checkpoint_dirs
+    from lapo_lightning.run_outputs import results
 
-    folders = list(checkpoint_dirs(trainer))
-    for callback in trainer.callbacks:
-        if isinstance(callback, ExportAdapter):
-            folders.append(callback.resolve(trainer).parent)
-        path = getattr(callback, "path", None)
-        if isinstance(path, str) and path:
-            folders.append(Path(path).parent)
-    return folders
+    return list(checkpoint_dirs(trainer)) + [result.path.parent for result in results(trainer)]
 
 
 class FolderLocks(pl.Callback):
