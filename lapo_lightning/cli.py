@@ -140,8 +140,8 @@ def cpu_thread_hint(threads: int, cores: int, load: float) -> str | None:
     """A one-line hint when torch's CPU threads are likely to fight over cores, else None.
 
     Torch's threads meet at a barrier after every operation, so one thread that another
-    process keeps off its core stalls them all (issue 15 reports decoding 30-40x slower with
-    2 threads than with 1 on a 2-core machine busy with another job). Hinted when there is more than
+    process keeps off its core stalls them all (decoding was measured 30-40x slower with 2
+    threads than with 1 on a 2-core machine busy with another job). Hinted when there is more than
     one thread and either more threads than the cores this process may use, or a load
     average that already fills those cores before the run starts.
     Example: ``cpu_thread_hint(2, 2, 4.0)`` -> a hint; ``cpu_thread_hint(8, 8, 0.5)`` -> None.

@@ -138,7 +138,7 @@ def disable_cpu_inference_repack(model: torch.nn.Module) -> int:
 
     On CPUs with AVX512-BF16, the first eval-mode no-grad forward (every ``generate()``)
     permanently repacks each ``Linear4bit``; afterwards gradients are silently wrong
-    (Llama) or backward crashes (Qwen2). See DESIGN.md §4 and tests/test_policy.py.
+    (Llama) or backward crashes (Qwen2). tests/test_policy.py shows both.
     Returns the number of layers patched.
     """
     import bitsandbytes as bnb

@@ -1,4 +1,4 @@
-"""A corrupt adapter file (issue 14): ``lapo answer`` (lapo_lightning/inference.py ``load``) and
+"""A corrupt adapter file: ``lapo answer`` (lapo_lightning/inference.py ``load``) and
 ``lapo eval`` (lapo_lightning/evaluation/models.py ``check_models``) refuse a truncated or
 garbled ``adapter_model.safetensors`` with one line naming the file, before any weights load,
 instead of a bare safetensors header error from peft. Both reuse ``preflight.safetensors_problem``.

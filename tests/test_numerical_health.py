@@ -1,6 +1,6 @@
 """Numerical health: NaN/inf never reaches the optimizer, a checkpoint or an adapter.
 
-Covers issue 14 part 3 and its non-finite bad inputs: a reward plugin returning NaN, a list
+Covers the non-finite bad inputs: a reward plugin returning NaN, a list
 or the wrong number of values is stopped at its first call naming its class; a step with a
 NaN/inf loss or gradient is skipped (weights untouched, counted) and a run of them stops with
 an error naming the last checkpoint; a checkpoint is never written with NaN weights; a

@@ -49,7 +49,8 @@ def grads_fresh_and_after_generate(arch: str):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_4bit_gradients_survive_generate(arch):
-    """DESIGN.md §4: an eval-mode generate() must not corrupt later 4-bit LoRA gradients."""
+    """An eval-mode generate() must not corrupt later 4-bit LoRA gradients (bitsandbytes repacks
+    4-bit weights for inference on CPUs with AVX512-BF16)."""
     expected, got = grads_fresh_and_after_generate(arch)
     assert expected.keys() == got.keys() and expected
     for name in expected:

@@ -1,5 +1,5 @@
 """``lapo fit``'s start-up check (lapo_lightning/preflight.py, parse_errors.py, fit_cli.py): every bad
-input of issue 14 that can be found without weights ends in one line per problem naming the key
+input that can be found without weights ends in one line per problem naming the key
 (or file and line), exit status 2, no jsonargparse namespace dump and no traceback.
 
 Each CLI case runs ``lapo fit`` in-process on a debug config with the weight loaders replaced by

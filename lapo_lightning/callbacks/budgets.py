@@ -45,7 +45,7 @@ class BudgetTargets(LengthTableWriter):
         table: the stage-1 length table (``LengthStatsCollector`` output).
         fallback_budget: budget stated for problems that have no target (missing from the
             table or unsolved). None = the generation cap ``model.generation.max_new_tokens``
-            (DESIGN.md §2). Such problems get no length target: ``BudgetGaussian`` centres on
+            (the longest answer the run allows). Such problems get no length target: ``BudgetGaussian`` centres on
             the group's median correct length until Eq. 8 gives them one.
         path: where the refined table is written; default ``<log_dir>/length_table_refined.json``.
         sigma: tolerance of the ``budget/within_sigma`` metric; default the sigma of the first

@@ -1,4 +1,4 @@
-"""``lapo compare``: length-control methods trained side by side, one report (issue 13).
+"""``lapo compare``: length-control methods trained side by side, one report.
 
 Flow: :mod:`~lapo_lightning.compare.run` reads a comparison config (``configs/compare/demo.yaml``:
 an ordered list of ``lapo fit`` / ``lapo eval`` phases and a report folder) and runs the phases

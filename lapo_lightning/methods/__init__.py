@@ -1,4 +1,4 @@
-"""Length-control methods from the literature as reward/callback plugins (issue 13), one module each.
+"""Length-control methods from the literature as reward/callback plugins, one module each.
 
 Each module cites its paper, states the formula and defaults, and says where it departs;
 ``docs/methods.md`` compares them. The package re-exports every plugin, so YAML can use the
