@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,6 +291,11 @@ def _unique_problems(ids: list[str], where: list[int], source: str, key: str, fi
     ]
 
 
+def nfc(text: str) -> str:
+    """Ids (and texts, where compared) in Unicode NFC: the same id typed or stored another way is one problem."""
+    return unicodedata.normalize("NFC", text)
+
+
 class ProblemDataset(Dataset):
     """Map-style, so Lightning can wrap it in a DistributedSampler when several processes train."""
 
@@ -411,11 +417,14 @@ class LapoDataModule(pl.LightningDataModule):
         """Short hash of the training problems themselves: each id with its (NFC-normalised)
         problem text and answer. Part of a checkpoint's run identity, so a resume on other data
         (another file, or the same ids with other problems) is refused."""
-        import unicodedata
-
-        rows = sorted((unicodedata.normalize("NFC", p.id), unicodedata.normalize("NFC", p.problem),
-                       unicodedata.normalize("NFC", p.answer)) for p in self.train_problems)
+        rows = sorted((nfc(p.id), nfc(p.problem), nfc(p.answer)) for p in self.train_problems)
         return hashlib.sha1(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()[:12]
+
+    def content_hashes(self) -> dict[str, str]:
+        """Per problem (NFC id), a short hash of its NFC text and answer: stage 2 names which
+        problems of a table were written for other text under the same id."""
+        return {nfc(p.id): hashlib.sha1(json.dumps([nfc(p.problem), nfc(p.answer)], ensure_ascii=False)
+                                        .encode("utf-8")).hexdigest()[:10] for p in self.train_problems}
 
     def describe(self) -> dict:
         return {
@@ -424,6 +433,7 @@ class LapoDataModule(pl.LightningDataModule):
             "val_size": len(self.val_problems),
             "fingerprint": self.fingerprint,
             "content_fingerprint": self.content_fingerprint,
+            "content_hashes": self.content_hashes(),
         }
 
     def train_dataloader(self) -> DataLoader:

@@ -7,6 +7,8 @@ file, and start-up errors/warnings. Run: pytest tests/test_budgets.py -q
 
 from __future__ import annotations
 
+import json
+
 import math
 from types import SimpleNamespace
 
@@ -34,11 +36,11 @@ def table_path(tmp_path):
 
 class FakeData:
     def __init__(self, ids: list[str], fingerprint: str = "fp-1") -> None:
-        self.problem_ids, self._fp, self.content = ids, fingerprint, None
+        self.problem_ids, self._fp, self.content, self.hashes = ids, fingerprint, None, None
 
     def describe(self) -> dict:
         return {"source": "fake.jsonl", "size": len(self.problem_ids), "fingerprint": self._fp,
-                "content_fingerprint": self.content}
+                "content_fingerprint": self.content, "content_hashes": self.hashes}
 
 
 def fakes(tmp_path, ids=("a", "b", "c", "d"), fingerprint="fp-1", rewards=None):
@@ -258,6 +260,36 @@ def test_same_ids_with_other_text_are_refused_and_ids_compare_in_nfc(tmp_path):
     trainer.datamodule.content = "c-2"
     with pytest.raises(LengthTableError, match="text or answers differ .*content fingerprint c-1 in the table, c-2"):
         BudgetTargets(table=str(path)).setup(trainer, module, "fit")
+
+
+def test_same_ids_with_other_text_are_named_one_by_one(tmp_path):
+    """Tables record a hash of each problem's text and answer: the refusal says how many differ
+    and which, and a partial match may accept them on purpose."""
+    path = tmp_path / "t.json"
+    recorded = {"content_fingerprint": "c-1", "content_hashes": {"a": "h-a", "b": "h-b", "c": "h-c"}}
+    LengthTable({k: entry(50.0) for k in "abc"}, {"dataset": recorded, "complete": True}).save(path)
+    trainer, module, _ = fakes(tmp_path, ids=("a", "b", "c"))
+    trainer.datamodule.content, trainer.datamodule.hashes = "c-2", {"a": "h-a", "b": "other", "c": "also other"}
+    with pytest.raises(LengthTableError, match=r"2 of the 3 problems in both have other text or answers under the "
+                                               r"same id, e.g. \['b', 'c'\]"):
+        BudgetTargets(table=str(path)).setup(trainer, module, "fit")
+    BudgetTargets(table=str(path), allow_partial_match=True).setup(trainer, module, "fit")
+
+
+def test_the_table_records_each_problems_content_hash(tmp_path):
+    from lapo_lightning.data import LapoDataModule
+
+    rows = [{"id": "x", "problem": "1+1?", "answer": "2"}, {"id": "y", "problem": "2+2?", "answer": "4"}]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first = LapoDataModule(str(data), problems_per_step=1)
+    first.setup("fit")
+    rows[1]["problem"] = "2+3?"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    second = LapoDataModule(str(data), problems_per_step=1)
+    second.setup("fit")
+    a, b = first.describe()["content_hashes"], second.describe()["content_hashes"]
+    assert a.keys() == b.keys() == {"x", "y"} and a["x"] == b["x"] and a["y"] != b["y"]
 
 
 def test_table_sharing_no_ids_with_the_dataset_is_an_error(tmp_path, table_path):

@@ -14,7 +14,6 @@ Departs from the official code, whose Eq. 8 update never reaches later prompts.
 from __future__ import annotations
 
 import math
-import unicodedata
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,15 +26,11 @@ from lapo_lightning.callbacks.length_stats import gather_summaries
 from lapo_lightning.callbacks.table_writer import LengthTableWriter
 from lapo_lightning.length_table import LengthEntry, LengthTable, LengthTableError, round_half_up
 from lapo_lightning.rewards import BudgetGaussian
+from lapo_lightning.data import nfc
 from lapo_lightning.types import ProblemBatch, StepSummary
 
 KEY = "trainer.callbacks[BudgetTargets]"
 DEFAULT_SIGMA = 120.0  # the paper's sigma, used only when no BudgetGaussian reward is configured
-
-
-def nfc(problem_id: str) -> str:
-    """Problem ids are compared in Unicode NFC: the same id typed or stored another way is one problem."""
-    return unicodedata.normalize("NFC", problem_id)
 
 
 class BudgetTargets(LengthTableWriter):
@@ -145,8 +140,15 @@ class BudgetTargets(LengthTableWriter):
                 f"{KEY}.table: {self.table} shares no problem ids with data.train_file ({len(known)} in the table, "
                 f"e.g. {extra[:3]}; {len(ids)} in the dataset, e.g. {missing[:3]}): was stage 1 run on this dataset?")
         problems = []
-        written = (table.metadata.get("dataset") or {}).get("content_fingerprint")
-        if written and described.get("content_fingerprint") and written != described["content_fingerprint"]:
+        recorded = table.metadata.get("dataset") or {}
+        written, hashes = recorded.get("content_fingerprint"), recorded.get("content_hashes")
+        if isinstance(hashes, dict) and isinstance(described.get("content_hashes"), dict):
+            theirs, ours = {nfc(k): v for k, v in hashes.items()}, described["content_hashes"]
+            differ = sorted(i for i in ids & theirs.keys() if theirs[i] != ours.get(i))
+            if differ:
+                problems.append(f"{len(differ)} of the {len(ids & known)} problems in both have other text or answers "
+                                f"under the same id, e.g. {differ[:3]}")
+        elif written and described.get("content_fingerprint") and written != described["content_fingerprint"]:
             problems.append(f"its problems' text or answers differ from data.train_file's under the same ids (content "
                             f"fingerprint {written} in the table, {described['content_fingerprint']} in the data)")
         if missing:
