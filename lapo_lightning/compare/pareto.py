@@ -32,10 +32,12 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
     return [not any(dominates(other, p) for other in points) for p in points]
 
 
-def draw_pareto(path: Path, labels: list[str], points: list[tuple[float, float]], title: str) -> Path:
+def draw_pareto(path: Path, labels: list[str], points: list[tuple[float, float]], title: str,
+                intervals: dict[str, tuple[list[float] | None, list[float] | None]] | None = None) -> Path:
     """Scatter of accuracy (%) against mean tokens, one point per row, named in the legend
     (colour: the model before any "@ ...", marker: the budget condition); points on the front
-    are filled and joined by a staircase, dominated points are hollow."""
+    are filled and joined by a staircase, dominated points are hollow. ``intervals``: by label,
+    the (tokens, accuracy) 95% intervals, drawn as error bars (None where unknown)."""
     front = pareto_front(points)
     models = list(dict.fromkeys(label.split(" @ ")[0] for label in labels))
     conditions = list(dict.fromkeys(label.partition(" @ ")[2] for label in labels))
@@ -47,6 +49,11 @@ def draw_pareto(path: Path, labels: list[str], points: list[tuple[float, float]]
         ax.scatter([tokens], [100 * acc], s=56, marker=MARKERS[conditions.index(condition) % len(MARKERS)],
                    facecolors=color if best else "none", edgecolors=color, linewidths=1.5, zorder=3,
                    label=label + (" (front)" if best else ""))
+        tok_ci, acc_ci = (intervals or {}).get(label, (None, None))
+        if tok_ci or acc_ci:
+            ax.errorbar([tokens], [100 * acc], fmt="none", ecolor=color, elinewidth=1, capsize=3, alpha=0.7, zorder=2,
+                        xerr=[[tokens - tok_ci[0]], [tok_ci[1] - tokens]] if tok_ci else None,
+                        yerr=[[100 * (acc - acc_ci[0])], [100 * (acc_ci[1] - acc)]] if acc_ci else None)
     best = sorted(p for p, on in zip(points, front) if on)
     if best:
         ax.step([t for t, _ in best], [100 * a for _, a in best], where="post", color="0.4", linewidth=1,

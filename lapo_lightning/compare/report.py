@@ -4,11 +4,13 @@ Flow: after ``lapo compare`` ran its phases (:mod:`lapo_lightning.compare.run`),
 :func:`write_report` reads the ``results.json`` of each evaluation phase (written by ``lapo
 eval``) and writes into the comparison's report folder:
 
-- ``report.md``: per benchmark, one row per (model, budget condition): Pass@1, mean generated
-  tokens, mean tokens per difficulty level, truncation rate, the stated budget and the budget
-  adherence mean |L - n| where the prompt stated one (or, without one, where the model stated
-  its own), and whether the row is on the Pareto front; then the time each phase took;
-- ``pareto_<benchmark>.png``: accuracy against tokens with the front marked;
+- ``report.md``: per benchmark, one row per (model, budget condition): Pass@1 and mean generated
+  tokens with their 95% intervals and paired differences to the evaluation's baseline (from
+  each ``results.json``, ``evaluation/intervals.py``), mean tokens per difficulty level,
+  truncation rate, the stated budget and the budget adherence mean |L - n| where the prompt
+  stated one (or, without one, where the model stated its own), and whether the row is on the
+  Pareto front; then the time each phase took;
+- ``pareto_<benchmark>.png``: accuracy against tokens with the front marked and 95% error bars;
 - ``compare.json``: the same numbers for scripts.
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from lapo_lightning.atomic import write_file
 from lapo_lightning.compare.pareto import draw_pareto, pareto_front
+from lapo_lightning.evaluation.intervals import format_difference, format_interval
 
 
 def row_label(model: str, condition: str) -> str:
@@ -55,6 +58,12 @@ def _num(value, fmt: str, scale: float = 1.0) -> str:
     return format(scale * value, fmt)
 
 
+def _versus(row: dict, name: str, scale: float) -> str:
+    """``+2.5 [-1.0, 6.0] * vs `base```: the row's paired difference to its evaluation's baseline."""
+    versus = row.get("vs_baseline") or {}
+    return "–" if not versus.get(name) else f"{format_difference(versus[name], scale)} vs `{versus['model']}`"
+
+
 def budget_cells(row: dict) -> tuple[str, str]:
     """(Budget n, |L - n|): the budget the prompt stated; without one, the budget the model
     stated itself (LAPO stage 2 writes it after <think>) with the share of samples that did."""
@@ -68,12 +77,14 @@ def budget_cells(row: dict) -> tuple[str, str]:
 def benchmark_table(rows: list[dict]) -> list[str]:
     """Markdown lines of one benchmark's table (rows already marked with ``pareto``)."""
     levels = sorted({lv for r in rows for lv in r.get("by_level", {})}, key=lambda lv: (len(lv), lv))
-    header = ["Method", "Pass@1 (%)", "#Tok", *(f"#Tok L{lv}" for lv in levels), "Truncated (%)",
-              "Budget n", "\\|L - n\\|", "Pareto"]
+    header = ["Method", "Pass@1 (%)", "95% interval", "#Tok", "95% interval", "Δ Pass@1 (paired)", "Δ #Tok (paired)",
+              *(f"#Tok L{lv}" for lv in levels), "Truncated (%)", "Budget n", "\\|L - n\\|", "Pareto"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in rows:
         by_level = r.get("by_level", {})
-        cells = [f"`{r['label']}`", _num(r["pass@1"], ".1f", 100), _num(r["tokens_mean"], ".1f"),
+        cells = [f"`{r['label']}`", _num(r["pass@1"], ".1f", 100), format_interval(r.get("pass@1_ci"), 100),
+                 _num(r["tokens_mean"], ".1f"), format_interval(r.get("tokens_mean_ci")),
+                 _versus(r, "pass@1", 100), _versus(r, "tokens_mean", 1),
                  *(_num(by_level.get(lv, {}).get("tokens_mean"), ".1f") for lv in levels),
                  _num(r.get("truncation_rate"), ".1f", 100), *budget_cells(r), "yes" if r["pareto"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
@@ -110,12 +121,15 @@ def write_report(folder: Path, report_dirs: list[Path], timings: dict[str, dict]
         lines += [f"## {bench}: {first['problems']} problems, {first['samples_per_problem']} samples each, "
                   f"temperature {first['temperature']}", "",
                   "Pass@1 = mean accuracy over the samples; #Tok = mean generated tokens (L1-L4: per difficulty "
-                  "level); Budget n and |L - n| where the prompt stated a budget, or \"own\" where the model stated one "
-                  "itself (with the share of samples that did); Pareto = no other row has "
-                  "fewer or equal tokens and higher or equal Pass@1.", "", *benchmark_table(group), "",
+                  "level); 95% intervals: bootstrap over problems; Δ: the paired difference to the evaluation's "
+                  "first model on the same problems, * where its interval excludes 0; Budget n and |L - n| where the "
+                  "prompt stated a budget, or \"own\" where the model stated one itself (with the share of samples "
+                  "that did); Pareto = no other row has fewer or equal tokens and higher or equal Pass@1 (error bars in "
+                  "the plot: the 95% intervals).", "", *benchmark_table(group), "",
                   f"![accuracy vs tokens](pareto_{bench}.png)", ""]
         plots[bench] = draw_pareto(folder / f"pareto_{bench}.png", [r["label"] for r in group],
-                                   [(r["tokens_mean"], r["pass@1"]) for r in group], f"{title}: {bench}")
+                                   [(r["tokens_mean"], r["pass@1"]) for r in group], f"{title}: {bench}",
+                                   {r["label"]: (r.get("tokens_mean_ci"), r.get("pass@1_ci")) for r in group})
     lines += ["## Time per phase", "", *timing_table(timings), ""]
     markdown = "\n".join(lines)
     for name, text in (("report.md", markdown), ("compare.json", json.dumps({"rows": rows, "timings": timings},

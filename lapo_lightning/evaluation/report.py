@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import tempfile
 from pathlib import Path
 
 from lapo_lightning.evaluation import plots
+from lapo_lightning.evaluation.intervals import LEVEL, RESAMPLES, format_difference, format_interval, interval_fields
 from lapo_lightning.evaluation.records import SampleRecord
 
 FORMAT, VERSION = "lapo-eval-results", 1
@@ -49,16 +51,21 @@ def order_rows(rows: list[dict], settings: dict) -> list[dict]:
 
 def write_report(folder: str | Path, rows: list[dict], records: list[SampleRecord], settings: dict,
                  plots_too: bool = True) -> dict[str, Path]:
-    """Write results.json, report.md and (``plots_too``) the plots into ``folder``; returns name -> path."""
+    """Write results.json, report.md and (``plots_too``) the plots into ``folder``; returns name -> path.
+
+    Each row gains its 95% intervals and its paired difference to the baseline (the first
+    model), from ``records`` (``intervals.py``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = order_rows(rows, settings)
+    baseline = settings["models"][0]["name"]
+    extra = interval_fields(records, baseline)
+    rows = [r | extra.get((r["model"], r["condition"], r["benchmark"]), {}) for r in order_rows(rows, settings)]
     benchmarks = [b["name"] for b in settings["benchmarks"]]
     primary = settings["conditions"][0]["label"]  # plots show the first budget condition
     files = {"results": folder / "results.json", "report": folder / "report.md"}
     if plots_too:
         files.update(plots.draw_all(folder, rows, records, settings, primary))
-    payload = {"format": FORMAT, "version": VERSION, "settings": settings, "results": rows,
+    payload = {"format": FORMAT, "version": VERSION, "settings": settings, "baseline": baseline, "results": rows,
                "averages": averages(rows, benchmarks), "files": {k: p.name for k, p in files.items()}}
     _atomic_write(files["results"], json.dumps(payload, indent=1, ensure_ascii=False, allow_nan=False, default=str) + "\n")
     _atomic_write(files["report"], render_markdown(rows, settings, files))
@@ -127,7 +134,8 @@ def render_markdown(rows: list[dict], settings: dict, files: dict[str, Path]) ->
         lines += [f"## Pass@1 / #Tok: {_condition_title(condition)}", ""]
         lines += _table(["Model", *benchmarks, "Average"], body)
 
-    ks = sorted({k for r in rows for k in r if k.startswith("pass@") and k != "pass@1"}, key=lambda k: int(k[5:]))
+    lines += interval_section(rows)
+    ks = sorted({k for r in rows for k in r if re.fullmatch(r"pass@\d+", k) and k != "pass@1"}, key=lambda k: int(k[5:]))
     lines += ["## Details", "",
               "Truncated: hit the token cap. Unparseable: no answer could be extracted (counted incorrect). "
               "\\|L − n\\|: mean distance of the length from the stated budget.", ""]
@@ -162,3 +170,21 @@ def render_markdown(rows: list[dict], settings: dict, files: dict[str, Path]) ->
         lines += ["## Plots", ""] + [f"![{k}]({p.name})" for k, p in pictures] + [""]
     lines += ["Every number is in `results.json`; every sample in `samples.jsonl`.", ""]
     return "\n".join(lines)
+
+
+def interval_section(rows: list[dict]) -> list[str]:
+    """Markdown lines: each cell's 95% intervals and its paired difference to the baseline."""
+    if not any(r.get("pass@1_ci") for r in rows):
+        return []
+    baseline = next((r["vs_baseline"]["model"] for r in rows if r.get("vs_baseline")), None)
+    lines = [f"## {LEVEL:.0%} intervals", "",
+             f"Bootstrap over problems ({RESAMPLES:,} resamples, a problem's samples kept together, fixed seed)."
+             + (f" Difference: each model minus `{baseline}` on the same problems, paired; * where its interval "
+                "excludes 0." if baseline else ""), ""]
+    body = [[f"`{r['model']}`", r["condition"], r["benchmark"], _pct(r["pass@1"]),
+             format_interval(r.get("pass@1_ci"), 100), _tok(r["tokens_mean"]),
+             format_interval(r.get("tokens_mean_ci"), 1, ",.0f"),
+             format_difference((r.get("vs_baseline") or {}).get("pass@1"), 100),
+             format_difference((r.get("vs_baseline") or {}).get("tokens_mean"), 1, ",.0f")] for r in rows]
+    return lines + _table(["Model", "Budget", "Benchmark", "Pass@1", "95% interval", "#Tok", "95% interval",
+                           "Δ Pass@1", "Δ #Tok"], body)

@@ -117,7 +117,7 @@ def run_evaluation(module: EvalModule, datamodule: BenchmarkDataModule, trainer:
             trainer.strategy.barrier()  # every process's records are on disk before rank 0 reads them
             if trainer.is_global_zero:  # after each model, so an interrupted run leaves a partial report
                 plots = module.plots and i == len(module.models) - 1
-                records = RecordStore(folder).records() if plots else []
+                records = RecordStore(folder).records()  # the intervals, and the plots at the end
                 write_report(folder, list(module.results.values()), records, settings, plots_too=plots)
     module.release()
     return list(module.results.values())

@@ -44,8 +44,11 @@ def test_a_missing_evaluation_is_named(tmp_path):
 def test_report_table_marks_the_front_and_times_every_phase(tmp_path):
     # Points (tokens, Pass@1): base (40, .5), acc (35, .7), kimi (25, .6), l1 @ 16 (30, .55).
     # acc-only dominates base; kimi is cheaper than acc-only; l1 @ 16 loses to kimi on both.
-    a = _report(tmp_path / "eval", _result("base", "none", 0.5, 40.0), _result("acc", "none", 0.7, 35.0),
-                _result("kimi", "none", 0.6, 25.0))
+    # acc carries what lapo eval writes: 95% intervals and the paired difference to the baseline.
+    acc = _result("acc", "none", 0.7, 35.0) | {
+        "pass@1_ci": [0.6, 0.8], "tokens_mean_ci": [33.0, 37.0],
+        "vs_baseline": {"model": "base", "pass@1": [0.2, 0.05, 0.35], "tokens_mean": [-5.0, -8.0, 1.0]}}
+    a = _report(tmp_path / "eval", _result("base", "none", 0.5, 40.0), acc, _result("kimi", "none", 0.6, 25.0))
     b = _report(tmp_path / "eval_budgets", _result("l1", "16", 0.55, 30.0, budget=16, abs_error=14.0))
     timings = {"sft": {"seconds": 300.0, "this_run": False, "smoke": False},
                "kimi": {"seconds": 120.4, "this_run": True, "smoke": False}}
@@ -53,10 +56,11 @@ def test_report_table_marks_the_front_and_times_every_phase(tmp_path):
     text = (tmp_path / "report" / "report.md").read_text()
     assert text == out["markdown"] and text.startswith("# Methods\n\nSame steps for all.\n")
     assert "## sums: 5 problems, 4 samples each, temperature 1.0" in text
-    assert "| `base` | 50.0 | 40.0 | 10.0 | 20.0 | 25.0 | – | – |  |" in text
-    assert "| `acc` | 70.0 | 35.0 | 10.0 | 20.0 | 25.0 | – | – | yes |" in text
-    assert "| `kimi` | 60.0 | 25.0 | 10.0 | 20.0 | 25.0 | – | – | yes |" in text
-    assert "| `l1 @ n=16` | 55.0 | 30.0 | 10.0 | 20.0 | 25.0 | 16 | 14.0 |  |" in text
+    assert "| `base` | 50.0 | – | 40.0 | – | – | – | 10.0 | 20.0 | 25.0 | – | – |  |" in text
+    assert ("| `acc` | 70.0 | [60.0, 80.0] | 35.0 | [33.0, 37.0] | +20.0 [5.0, 35.0] * vs `base` | "
+            "-5.0 [-8.0, 1.0] vs `base` | 10.0 | 20.0 | 25.0 | – | – | yes |") in text  # * only where 0 is outside
+    assert "| `kimi` | 60.0 | – | 25.0 | – | – | – | 10.0 | 20.0 | 25.0 | – | – | yes |" in text
+    assert "| `l1 @ n=16` | 55.0 | – | 30.0 | – | – | – | 10.0 | 20.0 | 25.0 | 16 | 14.0 |  |" in text
     assert "| sft | 300 | earlier run |" in text and "| kimi | 120 | this run |" in text
     assert "| **total** | **420** (7.0 min) | |" in text
     assert (tmp_path / "report" / "pareto_sums.png").stat().st_size > 5000

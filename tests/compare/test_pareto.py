@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lapo_lightning.compare.pareto import draw_pareto, pareto_front
 
 
@@ -25,3 +27,20 @@ def test_a_point_better_on_both_axes_dominates_all_others():
 def test_plot_is_written(tmp_path):
     path = draw_pareto(tmp_path / "p.png", ["a", "b", "c"], [(10, 0.5), (20, 0.7), (30, 0.6)], "t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_points_with_intervals_get_error_bars(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    bars = []
+    real = matplotlib.axes.Axes.errorbar
+
+    def recording(self, x, y, **kwargs):
+        bars.append((x, y, kwargs["xerr"], kwargs["yerr"]))
+        return real(self, x, y, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", recording)
+    path = draw_pareto(tmp_path / "p.png", ["base", "lapo"], [(40.0, 0.5), (30.0, 0.6)], "t",
+                       {"lapo": ([25.0, 36.0], [0.5, 0.7])})
+    assert path.stat().st_size > 5000
+    assert bars == [([30.0], [60.0], [[5.0], [6.0]], [[pytest.approx(10.0)], [pytest.approx(10.0)]])]  # lapo's only

@@ -126,6 +126,14 @@ def test_scripted_run_gives_hand_computed_numbers_and_all_report_files(tmp_path)
     assert "| Model | math500 | Average |" in report
     assert "| `base` | 45.0 / 46 | 45.0 / 46 |" in report  # 46.5 tokens, rounded half to even
     assert "| `lapo` | math500 | 50.0 / 30 | 50.0 / 45 | 25.0 / 82 |" in report  # levels 2, 3, 5
+    # 95% intervals: problems resampled whole (their Pass@1 0.5, 0.25, 1, 0, 0.5); the two models
+    # answer identically, so the paired difference is exactly 0.
+    low, high = results["results"][0]["pass@1_ci"]
+    assert 0.0 < low < 0.45 < high < 1.0 and results["baseline"] == "base"
+    lapo = results["results"][1]
+    assert lapo["vs_baseline"] == {"model": "base", "pass@1": [0.0, 0.0, 0.0], "tokens_mean": [0.0, 0.0, 0.0]}
+    assert "## 95% intervals" in report and "| `lapo` | none | math500 | 45.0 | [" in report
+    assert report.count("| +0.0 [0.0, 0.0] | +0 [0, 0] |") == 1  # lapo's row; base is the baseline
     for name in ("tokens_by_level", "accuracy_vs_tokens", "length_histograms"):
         image = matplotlib.image.imread(tmp_path / f"{name}.png")
         assert image.shape[0] > 100 and image.shape[1] > 100
