@@ -12,8 +12,8 @@ config call :func:`import_plugins` first.
 from importlib import import_module
 
 _EXPORTS = {
-    "lapo_lightning.callbacks": ("BudgetTargets", "ExportAdapter", "LengthStatsCollector", "SampleLogger",
-                                 "TrainingHealthMonitor"),
+    "lapo_lightning.callbacks": ("BudgetTargets", "ExportAdapter", "LengthStatsCollector", "ProgressLines",
+                                 "SampleLogger", "TrainingHealthMonitor"),
     "lapo_lightning.config": ("GRPOConfig", "OptimConfig"),
     "lapo_lightning.data": ("LapoDataModule", "ProblemFields"),
     "lapo_lightning.fast_rollout": ("CompactDecode",),

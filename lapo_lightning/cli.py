@@ -52,22 +52,39 @@ _LIBRARIES = r"(transformers|peft|torch|lightning|lightning_fabric|pytorch_light
 _LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
-class _NoProductTips(logging.Filter):
-    # "💡 Tip: ... try installing litlogger / litmodels" on every run: advertising, not advice.
+class _Drop(logging.Filter):
+    """Drop the records of one logger whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        return not str(record.msg).startswith(self.prefixes)
+
+
+# Logger -> messages nobody can act on. Lightning's product tips ("💡 Tip: ... try installing
+# litlogger") are advertising; bitsandbytes on a CPU looks for an optional faster kernel on the
+# hub at every 4-bit load and says, twice, that it is not there (the slower built-in one runs).
+_DROPPED = {**{name: ("💡 Tip",) for name in _LIGHTNING_LOGGERS},
+            "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",),
+            "kernels._internals.hf_hub": ("Skipping publisher trust check",)}
 
 
 def quiet() -> None:
     """Silence what every command would otherwise print and nobody can act on: the expected
-    Lightning warnings, library FutureWarnings and Lightning's product tips."""
+    Lightning warnings, library FutureWarnings, the messages in ``_DROPPED``, and, when stderr is
+    not a terminal (a log file), the loading and download bars of transformers and the hub,
+    which a file shows as noise."""
     for pattern in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=FutureWarning, module=_LIBRARIES)
-    for name in _LIGHTNING_LOGGERS:
+    for name, prefixes in _DROPPED.items():
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _NoProductTips) for f in logger.filters):
-            logger.addFilter(_NoProductTips())
+        if not any(isinstance(f, _Drop) for f in logger.filters):
+            logger.addFilter(_Drop(*prefixes))
+    if not sys.stderr.isatty():  # read when transformers / huggingface_hub are first imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 COMMANDS = """usage: lapo COMMAND [options]    (lapo COMMAND --help for its options)

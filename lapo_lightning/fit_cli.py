@@ -120,6 +120,14 @@ class LapoCLI(LightningCLI):
                 callbacks[i] = ParameterSummary(max_depth=getattr(callback, "_max_depth", 1))
         if self.trainer.strategy.root_device.type == "cpu":
             print_cpu_thread_hint()
+        if not sys.stderr.isatty():  # a log file shows a bar once, at its end: plain lines instead
+            from lightning.pytorch.callbacks import ProgressBar
+
+            from lapo_lightning.callbacks.progress_lines import ProgressLines
+
+            callbacks[:] = [c for c in callbacks if not isinstance(c, ProgressBar)]
+            if not any(isinstance(c, ProgressLines) for c in callbacks):
+                callbacks.append(ProgressLines())
         # A failure inside trainer.fit is reported in one line with the run's folders (failures.py).
         callbacks.insert(0, FailureReport(getattr(self, "argv", None)))
         # The run owns its output folders before it touches them: a second run on them stops here.
