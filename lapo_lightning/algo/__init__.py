@@ -1,12 +1,14 @@
 """Pure GRPO/LAPO algorithm functions (torch + stdlib only; no lightning/transformers/peft).
 
-advantages: group-standardised rewards. logprobs: per-token log-probs of sampled tokens;
+groups: count, sum, mean, std, min and max per group of rollouts (every group statistic
+is built from them). advantages: group-standardised rewards. logprobs: per-token log-probs of sampled tokens;
 head_logprobs: the same from hidden states, through the output head in chunks.
 losses: clipped surrogate, k3 KL, token aggregation, grpo_loss. length_rewards / length_stats:
 LAPO's band (stage 1) and Gaussian (stage 2) length rewards, statistics and target refinement.
 """
 
 from .advantages import group_advantages, zero_spread_groups
+from .groups import count_groups, group_count, group_max, group_mean, group_min, group_std, group_sum
 from .length_rewards import band_length_reward, gaussian_length_reward
 from .length_stats import (
     GroupLengthStats,
@@ -32,8 +34,8 @@ from .losses import (
 
 __all__ = [
     "AGGREGATIONS",
-    "DEFAULT_CHUNK_TOKENS",
     "Aggregation",
+    "DEFAULT_CHUNK_TOKENS",
     "GroupLengthStats",
     "LossTerms",
     "aggregate",
@@ -41,11 +43,18 @@ __all__ = [
     "clipped_surrogate",
     "completion_logprobs",
     "constant_norm",
+    "count_groups",
     "fill_missing_targets",
     "gaussian_length_reward",
-    "grpo_loss",
     "group_advantages",
+    "group_count",
     "group_length_stats",
+    "group_max",
+    "group_mean",
+    "group_min",
+    "group_std",
+    "group_sum",
+    "grpo_loss",
     "has_band",
     "head_logprobs",
     "k3_kl",

@@ -13,11 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _count_groups(group_index: Tensor, num_groups: int | None) -> int:
-    if num_groups is not None:
-        return int(num_groups)
-    return int(group_index.max().item()) + 1 if group_index.numel() else 0
+from .groups import count_groups, group_max, group_mean, group_min, group_std
 
 
 def zero_spread_groups(
@@ -28,12 +24,9 @@ def zero_spread_groups(
     rewards [N] float, group_index [N] long in [0, G). A group with no rows is vacuously
     True. Example: rewards [1., 1., 0., 2.], group_index [0, 0, 1, 1] -> [True, False].
     """
-    g = _count_groups(group_index, num_groups)
+    g = count_groups(group_index, num_groups)
     r = rewards.detach().to(torch.float64)
-    hi = torch.full((g,), -torch.inf, dtype=r.dtype, device=r.device)
-    lo = torch.full((g,), torch.inf, dtype=r.dtype, device=r.device)
-    hi = hi.scatter_reduce(0, group_index, r, reduce="amax")
-    lo = lo.scatter_reduce(0, group_index, r, reduce="amin")
+    hi, lo = group_max(r, group_index, g), group_min(r, group_index, g)
     # min == max compares the rewards themselves, so it is exact; an empty group has
     # lo = +inf > hi = -inf and is marked by the second clause.
     return (hi == lo) | (lo > hi)
@@ -48,14 +41,10 @@ def group_advantages(
     Example: rewards [1., 2., 3., 0., 4., 8.], group_index [0, 0, 0, 1, 1, 1], eps=0
     -> means [2, 4], stds [1, 4] -> [-1., 0., 1., -1., 0., 1.].
     """
-    g = _count_groups(group_index, num_groups)
+    g = count_groups(group_index, num_groups)
     r = rewards.detach().to(torch.float32)
-    zeros = torch.zeros(g, dtype=r.dtype, device=r.device)
-    count = zeros.index_add(0, group_index, torch.ones_like(r))
-    mean = zeros.index_add(0, group_index, r) / count.clamp(min=1)
-    dev = r - mean[group_index]
-    # Bessel's correction: size-1 groups would divide by 0; they are zeroed below anyway.
-    var = zeros.index_add(0, group_index, dev * dev) / (count - 1).clamp(min=1)
-    adv = dev / (var.sqrt()[group_index] + eps)
+    dev = r - group_mean(r, group_index, g)[group_index]
+    # Bessel's correction: size-1 groups get std 0 there; they are zeroed below anyway.
+    adv = dev / (group_std(r, group_index, g)[group_index] + eps)
     flat = zero_spread_groups(r, group_index, g)[group_index]
     return torch.where(flat, torch.zeros_like(adv), adv)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .advantages import _count_groups
+from .groups import count_groups
 from .length_stats import group_length_stats, has_band
 
 
@@ -35,7 +35,7 @@ def band_length_reward(
     """
     if decay <= 0:
         raise ValueError(f"decay must be > 0, got {decay}")
-    g = _count_groups(group_index, num_groups)
+    g = count_groups(group_index, num_groups)
     correct = correct.bool()
     stats = group_length_stats(lengths, correct, group_index, low_pct, high_pct, g)
     x = lengths.float()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .advantages import _count_groups
+from .groups import count_groups, group_sum
 
 
 @dataclass
@@ -53,7 +53,7 @@ def group_length_stats(
     (== numpy.percentile default). Example: correct lengths of one group [100, 200, 300, 400]
     -> median 250, low (P30, position 0.9) 190, high (P70, position 2.1) 310, num_correct 4.
     """
-    g = _count_groups(group_index, num_groups)
+    g = count_groups(group_index, num_groups)
     mat = _correct_length_matrix(lengths, correct, group_index, g)
     q = torch.tensor([0.5, low_pct / 100.0, high_pct / 100.0], dtype=mat.dtype,
                      device=mat.device)
@@ -61,9 +61,7 @@ def group_length_stats(
     # It refuses an empty tensor, hence the guard for G = 0.
     quant = torch.nanquantile(mat, q, dim=1) if g else mat.new_zeros(3, 0)
     med, low, high = quant.to(torch.float32)
-    num_correct = torch.zeros(g, dtype=torch.long, device=lengths.device).index_add(
-        0, group_index, correct.long()
-    )
+    num_correct = group_sum(correct.long(), group_index, g)
     return GroupLengthStats(median=med, low=low, high=high, num_correct=num_correct)
 
 

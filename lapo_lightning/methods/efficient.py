@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lapo_lightning.algo.advantages import _count_groups
+from lapo_lightning.algo.groups import count_groups, group_mean, group_std
 from lapo_lightning.rewards import Reward
 from lapo_lightning.types import RolloutBatch
 
@@ -49,16 +49,11 @@ def efficient_reasoning_reward(lengths: Tensor, correct: Tensor, group_index: Te
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    g = _count_groups(group_index, num_groups)
+    g = count_groups(group_index, num_groups)
     c = correct.bool()
     x = lengths.to(torch.float64)
-    zeros = torch.zeros(g, dtype=x.dtype, device=x.device)
-    count = zeros.index_add(0, group_index, c.to(x.dtype))
-    mean = zeros.index_add(0, group_index, torch.where(c, x, torch.zeros_like(x))) / count.clamp(min=1)
-    dev = torch.where(c, x - mean[group_index], torch.zeros_like(x))
-    ddof = 1 if unbiased else 0
-    var = zeros.index_add(0, group_index, dev * dev) / (count - ddof).clamp(min=1)
-    std = var.sqrt()[group_index]
+    dev = torch.where(c, x - group_mean(x, group_index, g, c)[group_index], torch.zeros_like(x))
+    std = group_std(x, group_index, g, c, unbiased)[group_index]
     has_spread = std > 0
     z = torch.where(has_spread, dev / torch.where(has_spread, std, torch.ones_like(std)), torch.zeros_like(x))
     reward = 1.0 - alpha * torch.sigmoid(z)

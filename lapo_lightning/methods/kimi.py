@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lapo_lightning.algo.advantages import _count_groups
+from lapo_lightning.algo.groups import count_groups, group_max, group_min
 from lapo_lightning.rewards import Reward
 from lapo_lightning.types import RolloutBatch
 
@@ -47,12 +47,9 @@ def kimi_length_reward(lengths: Tensor, correct: Tensor, group_index: Tensor, nu
     -> lambda [0.5, 0.0, -0.5] -> rewards [0.5, 0.0, -0.5]; lengths [100, 300] with
     correct [False, True] -> lambda [0.5, -0.5] -> [0.0, -0.5]; all lengths equal -> 0.
     """
-    g = _count_groups(group_index, num_groups)
+    g = count_groups(group_index, num_groups)
     x = lengths.to(torch.float64)
-    longest = torch.full((g,), -torch.inf, dtype=x.dtype, device=x.device).scatter_reduce(
-        0, group_index, x, reduce="amax")[group_index]
-    shortest = torch.full((g,), torch.inf, dtype=x.dtype, device=x.device).scatter_reduce(
-        0, group_index, x, reduce="amin")[group_index]
+    longest, shortest = group_max(x, group_index, g)[group_index], group_min(x, group_index, g)[group_index]
     span = longest - shortest
     has_span = span > 0
     lam = torch.where(has_span, 0.5 - (x - shortest) / torch.where(has_span, span, torch.ones_like(span)),

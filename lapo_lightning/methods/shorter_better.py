@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lapo_lightning.algo.advantages import _count_groups
+from lapo_lightning.algo.groups import count_groups, group_mean, group_min
 from lapo_lightning.rewards import Reward
 from lapo_lightning.types import RolloutBatch
 
@@ -41,15 +41,10 @@ def sample_optimal_length(lengths: Tensor, correct: Tensor, group_index: Tensor,
     [0, 0, 0, 0, 1, 1] -> SOL [200, 50] (the incorrect 100 and 50 do not count in group 0).
     A group with no rows gets 0.
     """
-    g = _count_groups(group_index, num_groups)
-    c = correct.bool()
+    g = count_groups(group_index, num_groups)
     x = lengths.to(torch.float64)
-    zeros = torch.zeros(g, dtype=x.dtype, device=x.device)
-    shortest_correct = torch.full((g,), torch.inf, dtype=x.dtype, device=x.device).scatter_reduce(
-        0, group_index, torch.where(c, x, torch.full_like(x, torch.inf)), reduce="amin")
-    count = zeros.index_add(0, group_index, torch.ones_like(x))
-    mean = zeros.index_add(0, group_index, x) / count.clamp(min=1)
-    return torch.where(torch.isfinite(shortest_correct), shortest_correct, mean)
+    shortest_correct = group_min(x, group_index, g, correct.bool())
+    return torch.where(torch.isfinite(shortest_correct), shortest_correct, group_mean(x, group_index, g))
 
 
 def shorter_better_reward(lengths: Tensor, correct: Tensor, group_index: Tensor, alpha: float = 2.0,
