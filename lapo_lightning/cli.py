@@ -39,6 +39,9 @@ _EXPECTED_WARNINGS = (
     r"Total length of `list` across ranks is zero",
     # LapoDataModule restores the position inside the epoch itself (lapo_lightning/order.py).
     r"You're resuming from a checkpoint that ended before the epoch ended",
+    # A CSVLogger folder that already has files (the run's own lock file, or an earlier run's logs):
+    # an earlier metrics.csv was moved aside before the logger starts (finished_results.py).
+    r"Experiment logs directory .* exists and is not empty",
     # `lapo demo` (and the tests) run `lapo fit`/`lapo eval` in-process with args= while sys.argv
     # still holds the outer command: exactly the use args= is for.
     r"LightningCLI's args parameter is intended to run from within Python",

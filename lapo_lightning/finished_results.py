@@ -13,6 +13,9 @@ whether its run completed) and every length table a callback writes (``metadata.
 
 ``export.overwrite: true`` replaces them anyway. An adapter folder without a record (exported
 by an older lapo, or by hand) counts as completed, at an unknown step.
+
+Then :func:`keep_previous_metrics` moves aside an earlier run's ``metrics.csv`` that Lightning's
+``CSVLogger`` would delete (a log folder with a fixed ``version``).
 """
 
 from __future__ import annotations
@@ -78,3 +81,25 @@ def replacement_problems(trainer, ckpt_path: str | None) -> list[str]:
             problems.append(f"{where}: holds the {what} of a completed run ({at}); this fresh run would replace it: "
                             "resume that run with --ckpt_path last, write elsewhere, or set export.overwrite: true")
     return problems
+
+
+def keep_previous_metrics(trainer) -> list[Path]:
+    """Move aside a ``metrics.csv`` that a ``CSVLogger`` would delete: one writing into a log
+    folder that already holds one (a fixed ``version``, reused by a resume or a second run).
+    Lightning deletes that file when its writer starts; here it becomes ``metrics.<k>.csv``
+    (the first free k) beside it. Returns the files moved."""
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities import rank_zero_info
+
+    moved = []
+    for logger in trainer.loggers if trainer.is_global_zero else []:
+        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if path is None or not path.is_file():
+            continue
+        k = 0
+        while (kept := path.with_name(f"metrics.{k}.csv")).exists():
+            k += 1
+        path.rename(kept)
+        moved.append(kept)
+        rank_zero_info(f"{path} is from an earlier run in the same log folder: kept as {kept.name}")
+    return moved

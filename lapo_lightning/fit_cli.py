@@ -110,7 +110,7 @@ class LapoCLI(LightningCLI):
         from lapo_lightning.callbacks.summary import ParameterSummary
         from lapo_lightning.checkpointing import CheckpointError, prepare_fit
         from lapo_lightning.failures import FailureReport
-        from lapo_lightning.finished_results import replacement_problems
+        from lapo_lightning.finished_results import keep_previous_metrics, replacement_problems
         from lapo_lightning.run_identity import CheckpointMismatchError
         from lapo_lightning.run_lock import FolderBusy, FolderLocks
 
@@ -148,6 +148,7 @@ class LapoCLI(LightningCLI):
                 raise refuse([line.strip() for line in str(e).splitlines()]) from None
             if problems := replacement_problems(self.trainer, config["ckpt_path"]):
                 raise refuse(problems)
+            keep_previous_metrics(self.trainer)
         except BaseException:
             locks.release()
             raise

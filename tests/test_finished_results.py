@@ -77,3 +77,18 @@ def test_resuming_to_more_steps_and_overwrite_go_ahead(tmp_path):
     assert json.loads((adapter / RECORD).read_text())["step"] == 4
     fit(config, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--export.overwrite", "true")
     assert json.loads((adapter / RECORD).read_text())["step"] == 1
+
+
+@pytest.mark.slow
+def test_a_second_run_in_a_fixed_log_version_keeps_the_first_runs_metrics(tmp_path, recwarn):
+    """Lightning's CSVLogger deletes metrics.csv in a log folder that already has files; with
+    `version: 0` fixed, a second run (or a resume) would lose the first run's metrics."""
+    config = config_in(tmp_path, "debug/grpo.yaml",
+                       **{"init_args: {save_dir: ": "init_args: {version: 0, save_dir: "})
+    args = ("--trainer.max_steps", "2", "--trainer.limit_val_batches", "0", "--export.overwrite", "true")
+    fit(config, *args)
+    log = tmp_path / "runs" / "debug_grpo" / "version_0"
+    first = (log / "metrics.csv").read_text()
+    fit(config, *args)
+    assert (log / "metrics.0.csv").read_text() == first and (log / "metrics.csv").is_file()
+    assert not [w for w in recwarn if "will be deleted" in str(w.message)]
