@@ -430,8 +430,8 @@ class GRPOModule(pl.LightningModule):
             # tokenizer's decoding) never writes </think>, then see MathVerifier(think_tags=False).
             "verify/unclosed_think_rate": rollouts.unclosed.float().mean().cpu(),
             "length/mean": lengths.mean(),
-            "length/mean_correct": masked_mean(lengths, correct),
-            "length/mean_incorrect": masked_mean(lengths, ~correct),
+            "length/mean_correct": logged_mean(lengths, correct),
+            "length/mean_incorrect": logged_mean(lengths, ~correct),
             "length/truncation_rate": summary.truncated.float().mean(),
             "adv/frac_zero_std": zero_spread_groups(summary.rewards["total"], summary.group_index,
                                                     len(summary.problem_ids)).float().mean(),
@@ -496,6 +496,7 @@ class GRPOModule(pl.LightningModule):
         self.nonfinite_since = int(health.get("nonfinite_since", -1))
 
 
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` where ``mask``; NaN when the mask is empty (logged as such)."""
+def logged_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` where ``mask``, for a logged metric: NaN when the mask is empty (no
+    such rows this step), where ``algo.masked_mean``, which feeds losses, gives 0."""
     return values[mask].mean() if mask.any() else torch.tensor(float("nan"))
