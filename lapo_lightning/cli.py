@@ -98,6 +98,7 @@ commands:
   eval     evaluate models on benchmarks, one report: lapo eval --config configs/eval.yaml
   answer   answer one question with a trained adapter: lapo answer --adapter DIR "question"
   table    summarise a stage-1 length table: lapo table runs/stage1/length_table.json
+  plot     a run's training curves as PNGs (written at the end of every fit too): lapo plot runs/stage1
   demo     the whole LAPO pipeline on a laptop CPU, offline: lapo demo
   compare  length-control methods side by side, one report: lapo compare --config configs/compare/demo.yaml
 """
@@ -113,6 +114,10 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
         from lapo_lightning.length_table import main as table_main
 
         raise SystemExit(table_main(argv[1:]))
+    if argv[:1] == ["plot"]:  # `lapo plot RUN_DIR`: training curves from the run's metrics.csv
+        from lapo_lightning.run_plots import main as plot_main
+
+        raise SystemExit(plot_main(argv[1:]))
     if argv[:1] == ["check"]:  # `lapo check --config FILE [--device-memory GB]`: the estimate, no weights
         from lapo_lightning.check_cli import main as check_main
 

@@ -154,6 +154,28 @@ class LapoCLI(LightningCLI):
             raise
 
 
+    def after_fit(self) -> None:
+        """The run's training curves beside its metrics (``run_plots.py``; ``lapo plot`` redraws them)."""
+        from lightning.pytorch.loggers import CSVLogger
+        from lightning.pytorch.utilities import rank_zero_info
+
+        from lapo_lightning.run_plots import PlotError, plot_run
+
+        logger = self.trainer.logger
+        if not self.trainer.is_global_zero or not isinstance(logger, CSVLogger):
+            return
+        logger.save()  # the last step's row is on disk before it is read
+        try:
+            written = plot_run(logger.log_dir)
+        except PlotError as e:  # a fit with no training step (max_steps reached already): nothing to draw
+            rank_zero_info(f"training curves not drawn: {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - a picture must never fail a finished run
+            rank_zero_info(f"training curves not drawn: {type(e).__name__}: {e}")
+            return
+        rank_zero_info("training curves: " + ", ".join(str(p) for p in written))
+
+
 class ParseOnlyCLI(LapoCLI):
     """``lapo fit``'s parsing and parse errors, and nothing built or seeded: ``lapo check`` reads ``config``."""
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from lapo_lightning import run_identity
-from lapo_lightning.algo import group_advantages, grpo_loss, head_logprobs, zero_spread_groups
+from lapo_lightning.algo import group_advantages, group_std, grpo_loss, head_logprobs, zero_spread_groups
 from lapo_lightning.config import GRPOConfig, OptimConfig, kl_reference_problem
 from lapo_lightning.memory_check import check_before_loading
 from lapo_lightning.fast_rollout import CompactDecode
@@ -432,6 +432,8 @@ class GRPOModule(pl.LightningModule):
             "length/mean": lengths.mean(),
             "length/mean_correct": logged_mean(lengths, correct),
             "length/mean_incorrect": logged_mean(lengths, ~correct),
+            # How far apart a problem's G completions are: the spread LAPO's length rewards act on.
+            "length/group_std": group_std(lengths, summary.group_index, len(summary.problem_ids)).mean(),
             "length/truncation_rate": summary.truncated.float().mean(),
             "adv/frac_zero_std": zero_spread_groups(summary.rewards["total"], summary.group_index,
                                                     len(summary.problem_ids)).float().mean(),
