@@ -95,8 +95,6 @@ def culprit(error: BaseException) -> str | None:
 def one_line(error: BaseException) -> str:
     """What failed, in one line: the plugin that raised, the file that could not be written, or
     the setting Lightning refused, then the error's own first line."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
     message = (str(error).strip().splitlines() or [""])[0]

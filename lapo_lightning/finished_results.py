@@ -20,27 +20,9 @@ Then :func:`keep_previous_metrics` moves aside an earlier run's ``metrics.csv`` 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-RECORD = "lapo_export.json"
-
-
-def write_record(folder: Path, step: int, complete: bool) -> None:
-    """What ``ExportAdapter`` leaves beside the adapter: the step and whether the run completed."""
-    (folder / RECORD).write_text(json.dumps({"step": step, "complete": complete}) + "\n", encoding="utf-8")
-
-
-def export_state(folder: Path) -> tuple[int | None, bool] | None:
-    """(step, complete) of an adapter export in ``folder``; None when there is none."""
-    if not (folder / "adapter_config.json").is_file() and not (folder / RECORD).is_file():
-        return None
-    try:
-        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
-        return int(record["step"]), bool(record["complete"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, True
-
+from lapo_lightning.callbacks.export import export_state
 
 def table_state(path: Path) -> tuple[int | None, bool] | None:
     """(step, complete) of a length table at ``path``; None when there is none (or it is unreadable:

@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
 from lapo_lightning.callbacks.export import ExportAdapter
-from lapo_lightning.cli import prepare_config_parsing, print_cpu_thread_hint
+from lapo_lightning.cli_setup import prepare_config_parsing, print_cpu_thread_hint
 from lapo_lightning.data import LapoDataModule
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.parse_errors import summarize

@@ -25,7 +25,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from lapo_lightning.model_source import GGUF_PREFIX, build_once, cache_root
+from lapo_lightning.model_cache import GGUF_PREFIX, build_once, cache_root
 
 
 @dataclass(frozen=True)

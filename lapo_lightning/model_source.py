@@ -19,12 +19,9 @@ not in the local cache while ``HF_HUB_OFFLINE=1`` forbids downloading it.
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
-TINY_PREFIX = "tiny:"
-GGUF_PREFIX = "gguf:"
+from lapo_lightning.model_cache import GGUF_PREFIX, TINY_PREFIX
 
 
 class ModelNotFound(FileNotFoundError):
@@ -97,31 +94,3 @@ def resolve(name: str, key: str = "model.policy.model") -> str:
 
         return resolve_gguf(name)
     return name
-
-
-def cache_root() -> Path:
-    """``$LAPO_CACHE``, else ``~/.cache/lapo_lightning``: where built models are kept."""
-    return Path(os.environ.get("LAPO_CACHE", Path.home() / ".cache" / "lapo_lightning"))
-
-
-def build_once(folder: Path, build: Callable[[Path], object]) -> str:
-    """``folder``, calling ``build(tmp)`` first if it holds no model yet.
-
-    The build writes a temporary sibling that is renamed into place, so a reader (or another
-    process building the same model) never sees half a folder. It runs with its own random
-    state: a seeded build must not reseed the caller's generator, or the first run on an
-    empty cache would start from other LoRA weights than every later run with the same seed.
-    """
-    if not (folder / "config.json").exists():
-        import torch
-
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with torch.random.fork_rng(devices=[]):
-            build(tmp)
-        os.makedirs(folder.parent, exist_ok=True)
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process won the race: its folder is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
-    return str(folder)

@@ -85,9 +85,16 @@ def interrupted(folder: Path, smoke: bool) -> bool:
 
 
 def run_phase(phase: Phase, smoke: bool, resume: bool = False) -> None:
-    from lapo_lightning.cli import main
+    """Run one phase in this process: ``lapo fit`` or ``lapo eval`` with the phase's arguments."""
+    args = phase.args(smoke, resume)
+    if args[0] == "eval":
+        from lapo_lightning.evaluation.run import main as evaluate
 
-    main(phase.args(smoke, resume))
+        evaluate(args[1:])
+    else:
+        from lapo_lightning.fit_cli import build_cli
+
+        build_cli(args)
 
 
 def run_phases(phases: list[Phase], smoke: bool = False, log: Callable[[str], None] = print,

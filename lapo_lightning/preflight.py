@@ -37,6 +37,8 @@ from typing import Any
 
 from jsonargparse import Namespace
 
+from lapo_lightning.adapter_files import adapter_mismatch, first_line, safetensors_problem
+
 MAX_LINES_PER_CHECK = 20  # e.g. prompts over the context: the first ones, then a count
 
 
@@ -112,7 +114,7 @@ def _build(value: Any, key: str, hint: Any, built: Built, problems: list[str],
         try:
             cls = import_object(value.class_path)
         except Exception as e:  # noqa: BLE001 - any import failure means "cannot use this plugin"
-            problems.append(f"{key}: cannot import class_path {value.class_path!r}: {_first_line(e)}")
+            problems.append(f"{key}: cannot import class_path {value.class_path!r}: {first_line(e)}")
             return None, False
         init = value.get("init_args")
         args = {**(vars(init) if isinstance(init, Namespace) else {}), **(value.get("dict_kwargs") or {})}
@@ -306,25 +308,11 @@ def adapter_problems(folder: str, key: str) -> list[str]:
     try:
         json.loads(config.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return [f"{key}: {config} is not valid JSON ({_first_line(e)}); re-export the adapter"]
+        return [f"{key}: {config} is not valid JSON ({first_line(e)}); re-export the adapter"]
     weights = path / "adapter_model.safetensors"
     if weights.is_file() and (problem := safetensors_problem(weights)):
         return [f"{key}: {weights} {problem}; re-export the adapter (or restore it from a checkpoint)"]
     return []
-
-
-def safetensors_problem(file: Path) -> str | None:
-    """Why a safetensors file cannot be read (a corrupt or truncated header), else None.
-    Reads the header and each tensor's shape only: no tensor data."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            for name in f.keys():
-                f.get_slice(name).get_shape()
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError and OSError
-        return f"is not a readable safetensors file ({_first_line(e)})"
-    return None
 
 
 def check_tables(built: Built) -> list[str]:
@@ -408,7 +396,7 @@ def check_model_fit(built: Built, with_prompts: bool = True) -> list[str]:
     try:
         config = AutoConfig.from_pretrained(resolve(policy.model), trust_remote_code=policy.trust_remote_code)
     except Exception as e:  # noqa: BLE001 - hub, cache, remote-code and parse errors all mean "cannot load"
-        return [f"model.policy.model: cannot read the model config of {policy.model!r}: {_first_line(e)}"]
+        return [f"model.policy.model: cannot read the model config of {policy.model!r}: {first_line(e)}"]
     problems = []
     for key, adapter in (("model.policy.adapter", policy.adapter),
                          ("model.reference.adapter", getattr(built.get("model.reference"), "adapter", None))):
@@ -420,7 +408,6 @@ def check_model_fit(built: Built, with_prompts: bool = True) -> list[str]:
 
 
 def _adapter_fit(adapter: str, config, key: str, model: str) -> list[str]:
-    from lapo_lightning.evaluation.models import adapter_mismatch
 
     try:
         problem = adapter_mismatch(adapter, config)
@@ -446,7 +433,7 @@ def context_problems(built: Built, policy, config) -> list[str]:
         tokenizer = load_tokenizer(policy)
     except Exception as e:  # noqa: BLE001
         return [f"model.policy.tokenizer: cannot load the tokenizer of {policy.tokenizer or policy.model!r}: "
-                f"{_first_line(e)}"]
+                f"{first_line(e)}"]
     cap, problems, over = generation.max_new_tokens, [], 0
     for key, problems_of in (("data.train_file", data.train_problems), ("data.val_file", data.val_problems)):
         if not problems_of:
@@ -469,9 +456,6 @@ def context_problems(built: Built, policy, config) -> list[str]:
 
 
 # --------------------------------------------------------------------------- helpers
-def _first_line(error: BaseException) -> str:
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    return lines[0][:300] if lines else type(error).__name__
 
 
 def _dedupe(lines: list[str]) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lapo_lightning.model_source import TINY_PREFIX, build_once, cache_root
+from lapo_lightning.model_cache import TINY_PREFIX, build_once, cache_root
 
 # Multi-character tokens for the pieces every completion repeats: fewer decode steps.
 SPECIAL_PIECES = ["<think>", "</think>", "\\boxed{", "<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]

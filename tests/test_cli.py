@@ -129,7 +129,7 @@ def test_parameter_summary_has_no_flops(caplog):
     (1, 2, 9.0, None),  # already one thread
 ])
 def test_cpu_thread_hint(threads, cores, load, hinted):
-    from lapo_lightning.cli import available_cores, cpu_thread_hint
+    from lapo_lightning.cli_setup import available_cores, cpu_thread_hint
 
     hint = cpu_thread_hint(threads, cores, load)
     assert hint is None if hinted is None else (hinted in hint and "OMP_NUM_THREADS=1" in hint)

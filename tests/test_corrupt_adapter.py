@@ -1,7 +1,7 @@
 """A corrupt adapter file: ``lapo answer`` (lapo_lightning/inference.py ``load``) and
 ``lapo eval`` (lapo_lightning/evaluation/models.py ``check_models``) refuse a truncated or
 garbled ``adapter_model.safetensors`` with one line naming the file, before any weights load,
-instead of a bare safetensors header error from peft. Both reuse ``preflight.safetensors_problem``.
+instead of a bare safetensors header error from peft. Both reuse ``adapter_files.safetensors_problem``.
 
 Run: HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 python -m pytest tests/test_corrupt_adapter.py -q
 """

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from clitools import config_in, fit
-from lapo_lightning.finished_results import RECORD
+from lapo_lightning.callbacks.export import RECORD
 
 
 @pytest.fixture(scope="module")

@@ -69,11 +69,16 @@ def test_an_interrupted_eval_phase_is_rerun_without_a_checkpoint_flag(chain, tmp
 
 
 def test_run_phase_passes_smoke_arguments_and_ckpt_path_last(chain, monkeypatch):
-    import lapo_lightning.cli
+    import lapo_lightning.evaluation.run
+    import lapo_lightning.fit_cli
 
     seen = []
-    monkeypatch.setattr(lapo_lightning.cli, "main", seen.append)
+    monkeypatch.setattr(lapo_lightning.fit_cli, "build_cli", seen.append)
+    monkeypatch.setattr(lapo_lightning.evaluation.run, "main", lambda args: seen.append(["eval", *args]))
     phases.run_phase(chain[0], smoke=True, resume=True)
     phases.run_phase(chain[0], smoke=False)
     assert seen == [["fit", "--config", str(chain[0].config), "--smoke-arg", "--ckpt_path", "last"],
                     ["fit", "--config", str(chain[0].config), "--export.overwrite", "true"]]
+    evaluation = next(phase for phase in chain if phase.command == "eval")
+    phases.run_phase(evaluation, smoke=False)
+    assert seen[-1][:3] == ["eval", "--config", str(evaluation.config)]

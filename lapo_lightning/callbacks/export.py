@@ -19,16 +19,34 @@ stage-2 config and the inference helper point at.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
 from lapo_lightning.atomic import check_writable_folder, clean_stale, folder_in_place
-from lapo_lightning.finished_results import write_record
 from lapo_lightning.health import NonFiniteWeightsError, nonfinite_parameters, nonfinite_weights_message
 from lapo_lightning.policy import export_merged, save_trained
 from lapo_lightning.prompts import save_prompt
+
+RECORD = "lapo_export.json"
+
+
+def write_record(folder: Path, step: int, complete: bool) -> None:
+    """What ``ExportAdapter`` leaves beside the adapter: the step and whether the run completed."""
+    (folder / RECORD).write_text(json.dumps({"step": step, "complete": complete}) + "\n", encoding="utf-8")
+
+
+def export_state(folder: Path) -> tuple[int | None, bool] | None:
+    """(step, complete) of an adapter export in ``folder``; None when there is none."""
+    if not (folder / "adapter_config.json").is_file() and not (folder / RECORD).is_file():
+        return None
+    try:
+        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+        return int(record["step"]), bool(record["complete"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, True
 
 
 class ExportAdapter(pl.Callback):

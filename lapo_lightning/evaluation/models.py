@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from lapo_lightning.adapter_files import adapter_mismatch, safetensors_problem
 from lapo_lightning.policy import (DType, PolicyConfig, is_adapter_dir, load_base_model, load_policy, load_tokenizer,
                                    recorded_base)
 from lapo_lightning.model_source import GGUF_PREFIX, TINY_PREFIX, resolve as resolve_model
@@ -105,8 +106,6 @@ def check_models(models: list[ModelSpec]) -> list[str]:
 def adapter_weights_problem(adapter: str) -> str | None:
     """Why an adapter's ``adapter_model.safetensors`` cannot be read (corrupt or truncated),
     naming the file, else None (a readable file, or an old ``.bin`` adapter)."""
-    from lapo_lightning.preflight import safetensors_problem
-
     weights = Path(adapter) / "adapter_model.safetensors"
     if weights.is_file() and (problem := safetensors_problem(weights)):
         return f"{weights} {problem}; re-export the adapter (or restore it from a checkpoint)"
@@ -146,37 +145,6 @@ def evaluation_prompt(models: list[ModelSpec], prompt: PromptTemplate | None) ->
         return PlainPrompt(), [f"model.prompt: the adapters were trained with different prompts ({named}); "
                                f"set model.prompt to the one to compare them with"]
     return next(iter(kinds.values()), None) or PlainPrompt(), []
-
-
-def adapter_mismatch(adapter: str, config) -> str | None:
-    """Why a LoRA adapter cannot load onto a model with ``config`` (None = it fits or can't tell).
-
-    Compares the saved ``lora_A`` [r, in] / ``lora_B`` [out, r] shapes with the base layers
-    [out, in] of the architecture built on the meta device: no weights are read or allocated.
-    """
-    weights = Path(adapter) / "adapter_model.safetensors"
-    if not weights.is_file():
-        return None  # an old .bin adapter: peft's own error at load time names the mismatch
-    from safetensors import safe_open
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        base = AutoModelForCausalLM.from_config(config)
-    with safe_open(str(weights), framework="pt") as f:
-        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
-    for name, shape in shapes.items():
-        parts = name.removeprefix("base_model.model.").split(".")
-        if parts[-2:] not in (["lora_A", "weight"], ["lora_B", "weight"]):
-            continue
-        module = ".".join(parts[:-2])
-        try:
-            out_features, in_features = base.get_submodule(module).weight.shape[:2]
-        except AttributeError:
-            return f"layer {module} of the adapter is not in the base model"
-        fits = shape[1] == in_features if parts[-2] == "lora_A" else shape[0] == out_features
-        if not fits:
-            return f"{name} has shape {list(shape)}, the base layer {module} is [{out_features}, {in_features}]"
-    return None
 
 
 def load_for_eval(spec: ModelSpec, index: int, device: torch.device | str | None = None, merge_adapter: bool = True):

@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
-from lapo_lightning.cli import prepare_config_parsing
+from lapo_lightning.cli_setup import prepare_config_parsing
 from lapo_lightning.evaluation.data import BenchmarkDataModule
 from lapo_lightning.evaluation.models import EvalError
 from lapo_lightning.evaluation.module import EvalModule
