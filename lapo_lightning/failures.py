@@ -10,7 +10,8 @@ stderr that names the part that failed and, when the run has a checkpoint, the c
 resumes it; the full traceback goes to ``lapo-error.log`` in the run's folder. ``--debug``
 (or ``LAPO_DEBUG=1``) shows the traceback as well.
 
-Exit status: 2 for a setting Lightning refuses (bad input found late), 1 for the rest (Ctrl-C
+Exit status: 2 for bad input found late (a setting Lightning refuses, a length table, data file or
+model name lapo refuses once the run has started), 1 for the rest (Ctrl-C
 during training too: Lightning exits 1 itself; 130 elsewhere). ``cli.main``, which tests and
 ``lapo demo``'s phases call in-process, lets exceptions through.
 """
@@ -119,10 +120,20 @@ def refused_by_lightning(error: BaseException) -> bool:
     return isinstance(error, (ValueError, TypeError)) and module.startswith(("lightning.", "pytorch_lightning."))
 
 
+def bad_input(error: BaseException) -> bool:
+    """An input lapo itself refuses once the run has started (a stage-2 table of other problems,
+    a data file, a model name): exit status 2, as the start-up check gives it."""
+    from lapo_lightning.data import DataError
+    from lapo_lightning.length_table import LengthTableError
+    from lapo_lightning.model_source import ModelNotFound
+
+    return isinstance(error, (DataError, LengthTableError, ModelNotFound)) or refused_by_lightning(error)
+
+
 def exit_status(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         return 130
-    return 2 if refused_by_lightning(error) else 1
+    return 2 if bad_input(error) else 1
 
 
 def write_log(error: BaseException, folder: Path | None, argv: list[str] | None) -> Path | None:

@@ -102,6 +102,19 @@ def test_a_setting_lightning_refuses_after_start_up_is_one_line_exit_2(tmp_path,
     assert line.endswith(f"(traceback: {tmp_path / 'runs' / 'debug_grpo' / LOG_NAME})")
 
 
+def test_input_refused_after_start_up_exits_2_and_names_the_callback(tmp_path):
+    """A stage-2 table that shares no id with the data is refused in BudgetTargets.setup, inside
+    the run: the line names the callback, and the exit status is bad input's."""
+    from lapo_lightning.callbacks import BudgetTargets
+    from lapo_lightning.length_table import LengthTable, LengthTableError
+
+    with pytest.raises(LengthTableError) as refused:
+        BudgetTargets(table="t.json").check_dataset(LengthTable({}), ["y"], {})
+    assert report(refused.value, ["fit"], RunFolders(tmp_path), write=lambda line: None) == 2
+    assert one_line(refused.value).startswith("callback BudgetTargets raised LengthTableError: "
+                                              "trainer.callbacks[BudgetTargets].table: t.json shares no problem ids")
+
+
 def test_an_unwritable_file_names_the_file():
     error = PermissionError(errno.EACCES, "Permission denied", "runs/stage1/checkpoints/last.ckpt")
     assert one_line(error) == "could not write runs/stage1/checkpoints/last.ckpt: Permission denied"
