@@ -150,9 +150,14 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> LapoCLI:
 def run() -> None:
     """The ``lapo`` console script. ``main`` returns the CLI object (handy in tests), but a
     script's return value becomes its exit status, so this returns nothing: success is 0.
-    A failure after start-up ends in one line and a log file (``failures.py``)."""
+    A failure after start-up ends in one line and a log file (``failures.py``); the working
+    folder is importable, so a config can name plugins defined there."""
     from lapo_lightning.failures import debugging, report, take_debug_flag
 
+    # Plugins in the folder `lapo` is started from import by class_path, as with `python -m`
+    # (a console script's own path entry is its bin folder, not the working folder).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     argv = take_debug_flag(sys.argv[1:])
     try:
         main(argv)
