@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tokens", type=int, default=4096, help="completion tokens (the cap)")
     parser.add_argument("--lora-r", type=int, default=64)
     parser.add_argument("--device-memory", type=float, metavar="GB", help="cap the CUDA process at GB (1e9 bytes)")
+    parser.add_argument("--no-tiled-mlp", action="store_true",
+                        help="compute each MLP whole (model.grpo.mlp_chunk_tokens null), as before tiling")
     parser.add_argument("--smoke", action="store_true", help="a tiny model (checks the flow, not the memory)")
     args = parser.parse_args(argv)
 
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     from lapo_lightning.algo import grpo_loss
     from lapo_lightning.policy import LoraSettings, PolicyConfig, load_policy
     from lapo_lightning.reference import AdapterDisabled
+    from lapo_lightning.tiled_mlp import tile_mlps
     from lapo_lightning.types import ProblemBatch, RolloutBatch
 
     cuda = args.device == "cuda"
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         policy = PolicyConfig(model=folder, dtype=dtype, load_in_4bit=cuda, bnb_compute_dtype=dtype,
                               lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r), gradient_checkpointing=True)
         grpo = GRPOConfig(group_size=2, micro_batch_size=args.rows, kl_coef=1e-4, shared_prefix=False,
-                          token_aggregation="token_mean")
+                          token_aggregation="token_mean", mlp_chunk_tokens=None if args.no_tiled_mlp else 2048)
         generation = GenerationConfig(max_new_tokens=args.tokens)
         estimate = cost.RunSettings(cost.read_shape(folder), policy, grpo, generation, args.rows // 2,
                                     args.prompt).estimate()
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         model.to(device).train()
         module = GRPOModule(policy=policy, grpo=grpo, generation=generation, reference=AdapterDisabled())
         module.policy = model
+        tile_mlps(model, grpo.mlp_chunk_tokens)  # as GRPOModule.configure_model leaves it (null: --no-tiled-mlp)
         loaded = torch.cuda.memory_allocated() if cuda else 0
         rows, t, vocab = args.rows, args.tokens, model.config.vocab_size
         gen = torch.Generator().manual_seed(0)
@@ -128,7 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
                 result[f"{name} reserved MB"] = torch.cuda.max_memory_reserved() / MB
     print(f"one training micro-step: {'tiny' if args.smoke else 'R1-Distill-1.5B shape (random, tied head)'}"
           f"{' nf4 + bf16' if cuda else ' fp32'} on {torch.cuda.get_device_name(0) if cuda else 'cpu'}, "
-          f"LoRA r {args.lora_r}, checkpointing, {rows} rows x ({args.prompt} + {t}) tokens")
+          f"LoRA r {args.lora_r}, checkpointing, MLPs {'whole' if args.no_tiled_mlp else 'tiled'}, "
+          f"{rows} rows x ({args.prompt} + {t}) tokens")
     for key, value in result.items():
         print(f"  {key:22s} {value:.1f}" if isinstance(value, float) else f"  {key:22s} {value}")
     return result

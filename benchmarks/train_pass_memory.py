@@ -10,7 +10,8 @@ the cap, the estimate's worst case); temperature 1; ``grpo_loss`` with a fixed r
 interleaved (a peak is per pass; load changes on the machine hit every variant alike):
 
 - ``chunked``: ``GRPOModule.completion_logprobs``, padded forward (``shared_prefix`` off): the
-  decoder, then ``head_logprobs`` through the head ``--chunk`` positions at a time.
+  decoder with its MLPs tiled over positions (``tiled_mlp.py``, as ``lapo fit`` trains), then
+  ``head_logprobs`` through the head ``--chunk`` positions at a time.
 - ``today``: the full-logits path the training forward used before the chunked head (6ca5fd1):
   ``model(..., logits_to_keep=t+1).logits[:, :-1]``, ``token_logprobs`` (``[rows, T, V]`` logits).
 - ``trl``: the installed TRL's own ``GRPOTrainer._get_per_token_logps_and_entropies`` (stub
@@ -122,6 +123,10 @@ def worker(cfg: dict) -> dict:
                                         logprob_chunk_tokens=cfg["chunk"]),
                         generation=GenerationConfig(max_new_tokens=cfg["tokens"]), reference=AdapterDisabled())
     module.policy = model
+    if variant == "chunked":  # as GRPOModule.configure_model leaves the policy: MLPs tiled in training
+        from lapo_lightning.tiled_mlp import tile_mlps
+
+        tile_mlps(model, module.grpo.mlp_chunk_tokens)
     temperature, vocab = module.generation.temperature, model.config.vocab_size
     decoder, _ = decoder_and_head(model)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}

@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 
 from lapo_lightning.algo import DEFAULT_CHUNK_TOKENS
+from lapo_lightning.tiled_mlp import DEFAULT_MLP_CHUNK_TOKENS
 
 Aggregation = Literal["token_mean", "sequence_mean", "constant"]
 AUTO = "auto"
@@ -69,6 +70,10 @@ class GRPOConfig:
     logprob_chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     """Positions whose logits exist at once in the log-prob passes (the full-vocabulary logits of a
     micro-batch never do); the default suits any vocabulary and card, lower it only to save memory."""
+    mlp_chunk_tokens: int | None = DEFAULT_MLP_CHUNK_TOKENS
+    """Positions a decoder MLP computes at once while gradients are on (``tiled_mlp.py``): its
+    wide intermediates exist for one chunk at a time, for one extra MLP forward in backward;
+    null computes each micro-batch's MLPs whole."""
 
     allow_negative_reward_weights: bool = False
     """Opt-in for rewards with ``weight < 0`` (a penalty); off, a negative weight is refused as a
@@ -98,6 +103,8 @@ class GRPOConfig:
                             f"(got {self.max_grad_norm})")
         if self.logprob_chunk_tokens < 1:
             problems.append(f"model.grpo.logprob_chunk_tokens: must be >= 1 (got {self.logprob_chunk_tokens})")
+        if self.mlp_chunk_tokens is not None and self.mlp_chunk_tokens < 1:
+            problems.append(f"model.grpo.mlp_chunk_tokens: must be >= 1, or null (got {self.mlp_chunk_tokens})")
         if self.adv_eps < 0:
             problems.append(f"model.grpo.adv_eps: must be >= 0 (got {self.adv_eps})")
         return problems

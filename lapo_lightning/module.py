@@ -39,6 +39,7 @@ from lapo_lightning.rewards import Accuracy, Reward, score
 from lapo_lightning.rollout import GenerationConfig, Sampler
 from lapo_lightning.shared_prefix import (completion_token_weight, one_row_each, plan_micro_batches,
                                           shared_prefix_logprobs)
+from lapo_lightning.tiled_mlp import tile_mlps
 from lapo_lightning.types import ProblemBatch, RolloutBatch, StepSummary
 from lapo_lightning.verify import MathVerifier, Verifier
 
@@ -127,6 +128,7 @@ class GRPOModule(pl.LightningModule):
         self.policy, self.tokenizer = load_policy(self.policy_config, device=self.trainer.strategy.root_device
                                                   if self._trainer is not None else None)
         self.reference.setup(self.policy)
+        tile_mlps(self.policy, self.grpo.mlp_chunk_tokens)  # MLP intermediates one chunk at a time in training
         self.policy.train()  # from_pretrained returns eval mode; sampling switches to eval itself
 
     def configure_optimizers(self):
