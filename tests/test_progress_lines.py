@@ -8,7 +8,7 @@ import re
 import pytest
 
 from clitools import config_in, fit
-from lapo_lightning.callbacks.progress_lines import ProgressLines, clock
+from lapo_lightning.callbacks.progress_lines import LineBar, ProgressLines, clock
 
 
 @pytest.mark.slow
@@ -33,3 +33,23 @@ def test_a_line_is_due_every_n_steps_or_every_s_seconds():
     assert clock(3 * 3600 + 61) == "3:01:01"
     with pytest.raises(ValueError, match="every_n_steps must be >= 1"):
         ProgressLines(every_n_steps=0)
+
+
+def test_a_line_bar_writes_plain_lines_where_a_bar_would_redraw(capsys, monkeypatch):
+    import lapo_lightning.callbacks.progress_lines as progress
+
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    bar = LineBar(total=40, initial=10, desc="eval base", unit="sample", every_s=30.0)
+    now[0] = 110.0
+    bar.update(5)  # 10 s: not due yet
+    now[0] = 130.0
+    bar.update(5)  # 30 s: due
+    now[0] = 140.0
+    bar.update(20)
+    bar.close()
+    assert capsys.readouterr().err.splitlines() == [
+        "eval base: 20/40 samples | 0.3 samples/s | 1:00 left",
+        "eval base: 40/40 samples | 0.8 samples/s | 0:00 left"]
+    LineBar(total=5, initial=5, desc="eval done", unit="sample").close()  # finished earlier: one line saying so
+    assert capsys.readouterr().err == "eval done: 5/5 samples\n"

@@ -1,5 +1,8 @@
 """Progress as plain lines, for output that is not a terminal (a run under ``nohup``, CI, a log file).
 
+:class:`ProgressLines` does it for ``lapo fit``'s optimizer steps; :class:`LineBar` is a plain-line
+stand-in for a ``tqdm`` bar (``lapo eval``'s samples).
+
 A progress bar redraws one line in place, which a file cannot show: there it appears once, at
 the end. ``lapo fit`` therefore swaps Lightning's bar for :class:`ProgressLines` when stderr is
 not a terminal (``fit_cli.LapoCLI.before_fit``); a config may also list it with its own
@@ -78,3 +81,33 @@ def total_steps(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | Non
         return None
     updates = getattr(getattr(pl_module, "grpo", None), "num_iterations", 1)
     return int(batches * updates) if batches != float("inf") else None
+
+
+class LineBar:
+    """The part of ``tqdm``'s interface a loop uses (``update``, ``close``), as a line every
+    ``every_s`` seconds and one at the end: ``eval base: 120/2000 samples | 3.1 samples/s | 10:05 left``."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "", unit: str = "it", every_s: float = 30.0) -> None:
+        self.total, self.n, self.desc, self.unit, self.every_s = total, initial, desc, unit, every_s
+        self.first = initial
+        self.start = self.last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.monotonic() - self.last >= self.every_s:
+            self.write()
+
+    def close(self) -> None:
+        if self.n != self.first or self.n == self.total:
+            self.write()
+
+    def write(self) -> None:
+        now = time.monotonic()
+        self.last = now
+        parts = [f"{self.desc}: {self.n}/{self.total} {self.unit}s"]
+        rate = (self.n - self.first) / max(now - self.start, 1e-9)
+        if self.n > self.first:
+            parts.append(f"{rate:.1f} {self.unit}s/s")
+            parts.append(f"{clock(max(self.total - self.n, 0) / rate)} left")
+        sys.stderr.write(" | ".join(parts) + "\n")
+        sys.stderr.flush()

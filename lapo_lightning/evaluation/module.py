@@ -13,6 +13,7 @@ computes the metrics (synced across processes) into ``self.results``.
 from __future__ import annotations
 
 import gc
+import sys
 import zlib
 
 import lightning.pytorch as pl
@@ -207,11 +208,17 @@ class EvalModule(pl.LightningModule):
 
     @rank_zero_only
     def _open_bar(self, total: int, done: int) -> None:
-        if self.progress:
-            from tqdm import tqdm
+        if not self.progress:
+            return
+        if not sys.stderr.isatty():  # a log file would show a redrawn bar as one endless line
+            from lapo_lightning.callbacks.progress_lines import LineBar
 
-            self._bar = tqdm(total=total, initial=done, unit="sample", dynamic_ncols=True,
-                             desc=f"eval {self.current.name} (problems x samples)")
+            self._bar = LineBar(total, done, desc=f"eval {self.current.name}", unit="sample")
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, initial=done, unit="sample", dynamic_ncols=True,
+                         desc=f"eval {self.current.name} (problems x samples)")
 
     def _close_bar(self) -> None:
         if self._bar is not None:

@@ -85,9 +85,9 @@ class ScriptedSampler(Sampler):
 
 
 def evaluate(folder: Path, sampler: Sampler, models=("fake",), budgets=("none",), cap: int = CAP, plots=False,
-             **data):
+             progress=False, **data):
     module = EvalModule(models=[ModelSpec(name, "tiny:llama") for name in models], sampler=sampler, plots=plots,
-                        generation=GenerationConfig(max_new_tokens=cap), report_dir=str(folder), progress=False)
+                        generation=GenerationConfig(max_new_tokens=cap), report_dir=str(folder), progress=progress)
     datamodule = BenchmarkDataModule(benchmarks=[Benchmark("math500", FIXTURE, samples=4, level_field="level")],
                                      budgets=list(budgets), rollouts_per_batch=8, **data)  # 2 problems per batch
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -234,3 +234,10 @@ def test_a_budget_the_model_states_itself_is_recorded_and_measured(tmp_path):
     assert by_condition["20"]["own_budget_rate"] is None and by_condition["20"]["own_budget_abs_error"] is None
     records = [json.loads(line) for line in (tmp_path / "report" / "samples.jsonl").read_text().splitlines()]
     assert {(r["condition"], r["own_budget"]) for r in records} == {("none", 25), ("20", None)}
+
+
+def test_progress_to_a_file_is_plain_lines(tmp_path, capsys):
+    """pytest's capture is not a terminal, as a log file is not: each model ends with one line."""
+    evaluate(tmp_path, ScriptedSampler(), models=("base", "lapo"), progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("eval ")]
+    assert [line.split(" | ")[0] for line in lines] == ["eval base: 20/20 samples", "eval lapo: 20/20 samples"]
