@@ -41,14 +41,15 @@ class ProgressLines(pl.Callback):
         self.every_n_steps, self.every_s = every_n_steps, every_s
         self.start = self.last = 0.0
         self.first_step = self.last_step = 0
+        self.total: int | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start = self.last = time.monotonic()
         self.first_step = self.last_step = trainer.global_step  # a resumed run counts its own pace
+        self.total = total_steps(trainer, pl_module)  # once: it does not change during the fit
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
-        step, now = trainer.global_step, time.monotonic()
-        total = total_steps(trainer, pl_module)
+        step, now, total = trainer.global_step, time.monotonic(), self.total
         due = step - self.last_step >= self.every_n_steps or now - self.last >= self.every_s or step == total
         if not trainer.is_global_zero or step == self.last_step or not due:
             return
