@@ -38,7 +38,7 @@
 #    (runs/gpu_check/ when OUT is unset). Parts that do not fit the time are listed, not run.
 # Dry run, here on the CPU, same script at test size (tests/test_benchmark_smoke.py runs it):
 #        DRY=1 bash benchmarks/gpu_check.sh        (or: bash benchmarks/gpu_check.sh --dry)
-# Knobs (environment): DEADLINE_S (whole script, default 450), MEMORY_RUNS ("cap:GB ..."), B, T,
+# Knobs (environment): PARTS (which parts, in which order; default "a b c d"), DEADLINE_S (whole script, default 450), MEMORY_RUNS ("cap:GB ..."), B, T,
 # STAGE_B, STAGE_T, DEVICE_GB,
 # RCAP (realistic cap), STEPS, WARMUP (stage 1's unmeasured steps), WORKLOADS, SYSTEMS, PYTHON.
 set -uo pipefail
@@ -65,6 +65,61 @@ from lapo_lightning.model_source import resolve
 AutoTokenizer.from_pretrained(resolve("gguf:smollm2-135m-instruct")).save_pretrained(sys.argv[1])
 EOF
     du -sh "$WHEELS"
+}
+
+part_a() {
+    echo "== (a) memory: one training micro-step at the recipes' shapes (${SECONDS} s so far)"
+    local cap gb
+    for cap_gb in ${MEMORY_RUNS:-4096:12 8192:24}; do
+        cap=${cap_gb%%:*} gb=${cap_gb##*:}
+        if (( DRY )); then
+            timeout "$(left)" "$py" benchmarks/cuda_train_pass.py --device cpu --smoke --rows 2 --prompt 8 --tokens 16 \
+                --lora-r "$lora"
+        else
+            timeout "$(( $(left) / 4 ))" "$py" benchmarks/cuda_train_pass.py --tokens "$cap" --device-memory "$gb" \
+                --lora-r "$lora"
+        fi
+        (( $? == 0 )) || status=1
+    done
+}
+
+part_b() {
+    echo "== (b) stages: one stage-1 and one stage-2 step${DEVICE_GB:+, capped at $DEVICE_GB GB} (${SECONDS} s so far)"
+    timeout "$(( $(left) * 3 / 4 ))" "$py" benchmarks/stage_steps.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
+        --problems "$STAGE_B" --group "$group" --max-new-tokens "$STAGE_T" --micro auto --rollouts-per-call auto \
+        ${DEVICE_GB:+--device-memory "$DEVICE_GB"} --lora-r "$lora" \
+        --steps "$STEPS" --warmup "$WARMUP" --budget-s "$(( $(left) * 3 / 4 - 10 ))" --out "$OUT/stage_steps.json"
+    rc=$?
+    echo "stages: exit $rc"
+    (( rc == 0 )) || status=1
+}
+
+part_c() {
+    echo "== (c) tests: pytest -m cuda (LAPO_TEST_DEVICE=$test_device)"
+    local files
+    files=$(grep -rl --include='*.py' "mark.cuda" tests | sort | tr '\n' ' ')
+    LAPO_TEST_DEVICE=$test_device timeout "$(( $(left) < tests_s ? $(left) : tests_s ))" \
+        "$py" -m pytest -q -m cuda -p no:cacheprovider --continue-on-collection-errors -W ignore $files
+    rc=$?
+    echo "tests: exit $rc"
+    (( rc == 0 )) || status=1
+}
+
+part_d() {
+    echo "== (d) compare: lapo / TRL / floor (${SECONDS} s so far, $(left) s left)"
+    if (( $(left) > 30 )); then
+        "$py" benchmarks/trl_compare.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
+            --problems "$B" --group "$group" --max-new-tokens "$T" --realistic-cap "$RCAP" --micro 8 \
+            --bpe-tokenizer "$bpe" --steps "$STEPS" --warmup "${CWARMUP:-0}" \
+            --workloads "${WORKLOADS:-$workloads}" --systems "${SYSTEMS:-lapo,trl,floor}" \
+            --budget-s "$(( $(left) - 10 ))" --out "$OUT/trl_compare.json"
+        rc=$?
+        echo "compare: exit $rc"
+        (( rc == 0 )) || status=1
+    else
+        echo "compare: not run, $(left) s left"
+        status=1
+    fi
 }
 
 left() { echo $(( DEADLINE - SECONDS )); }
@@ -113,52 +168,8 @@ import torch
 print("torch.version.cuda", torch.version.cuda, "| device:", torch.cuda.is_available() and torch.cuda.get_device_name(0))
 EOF
 
-    echo "== (a) memory: one training micro-step at the recipes' shapes (${SECONDS} s so far)"
-    local cap gb
-    for cap_gb in ${MEMORY_RUNS:-4096:12 8192:24}; do
-        cap=${cap_gb%%:*} gb=${cap_gb##*:}
-        if (( DRY )); then
-            timeout "$(left)" "$py" benchmarks/cuda_train_pass.py --device cpu --smoke --rows 2 --prompt 8 --tokens 16 \
-                --lora-r "$lora"
-        else
-            timeout "$(( $(left) / 4 ))" "$py" benchmarks/cuda_train_pass.py --tokens "$cap" --device-memory "$gb" \
-                --lora-r "$lora"
-        fi
-        (( $? == 0 )) || status=1
-    done
-
-    echo "== (b) stages: one stage-1 and one stage-2 step${DEVICE_GB:+, capped at $DEVICE_GB GB} (${SECONDS} s so far)"
-    timeout "$(( $(left) * 3 / 4 ))" "$py" benchmarks/stage_steps.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
-        --problems "$STAGE_B" --group "$group" --max-new-tokens "$STAGE_T" --micro auto --rollouts-per-call auto \
-        ${DEVICE_GB:+--device-memory "$DEVICE_GB"} --lora-r "$lora" \
-        --steps "$STEPS" --warmup "$WARMUP" --budget-s "$(( $(left) * 3 / 4 - 10 ))" --out "$OUT/stage_steps.json"
-    local rc=$?
-    echo "stages: exit $rc"
-    (( rc == 0 )) || status=1
-
-    echo "== (c) tests: pytest -m cuda (LAPO_TEST_DEVICE=$test_device)"
-    local files
-    files=$(grep -rl --include='*.py' "mark.cuda" tests | sort | tr '\n' ' ')
-    LAPO_TEST_DEVICE=$test_device timeout "$(( $(left) < tests_s ? $(left) : tests_s ))" \
-        "$py" -m pytest -q -m cuda -p no:cacheprovider --continue-on-collection-errors -W ignore $files
-    rc=$?
-    echo "tests: exit $rc"
-    (( rc == 0 )) || status=1
-
-    echo "== (d) compare: lapo / TRL / floor (${SECONDS} s so far, $(left) s left)"
-    if (( $(left) > 30 )); then
-        "$py" benchmarks/trl_compare.py --device "$device" --preset "$preset" "${quant[@]}" --dtype "$dtype" \
-            --problems "$B" --group "$group" --max-new-tokens "$T" --realistic-cap "$RCAP" --micro 8 \
-            --bpe-tokenizer "$bpe" --steps "$STEPS" --warmup "${CWARMUP:-0}" \
-            --workloads "${WORKLOADS:-$workloads}" --systems "${SYSTEMS:-lapo,trl,floor}" \
-            --budget-s "$(( $(left) - 10 ))" --out "$OUT/trl_compare.json"
-        rc=$?
-        echo "compare: exit $rc"
-        (( rc == 0 )) || status=1
-    else
-        echo "compare: not run, $(left) s left"
-        status=1
-    fi
+    local rc part
+    for part in ${PARTS:-a b c d}; do "part_$part"; done
     echo "== gpu_check: exit $status after ${SECONDS} s"
     return $status
 }
