@@ -234,3 +234,19 @@ def test_cuda_train_pass_smoke(monkeypatch):
         assert isinstance(result[f"{name} s"], float) and result[f"{name} s"] > 0, result
     with pytest.raises(SystemExit):  # a cap is a CUDA setting
         bench.main(["--device", "cpu", "--smoke", "--device-memory", "12"])
+
+
+def test_decode_speed_smoke(monkeypatch, capsys):
+    """The decode-step benchmark's flow on the CPU at tiny size: each variant samples exactly the
+    asked tokens, its row says so in the table, and an unknown variant is refused by name."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("decode_speed", ROOT / "benchmarks" / "decode_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main(["--device", "cpu", "--preset", "qwen2-tiny", "--rows", "2", "--prompt", "4", "--tokens", "4",
+                       "--lora-r", "2", "--variants", "bf16,bf16-no-lora"])
+    assert [row["variant"] for row in rows] == ["bf16", "bf16-no-lora"]
+    assert all(row["decode ms/step"] > 0 and row["tokens/s"] > 0 for row in rows), rows
+    assert "| bf16-no-lora | 2 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main(["--device", "cpu", "--variants", "fp8"])
