@@ -55,7 +55,14 @@ class GRPOConfig:
     kl_coef: float = 1e-4
     """beta of the k3 KL penalty; 0 skips the reference forward entirely."""
     num_iterations: int = 1
-    """mu: optimizer passes over each rollout batch (1 = on-policy, no old log-prob pass)."""
+    """mu: optimizer passes over each generation's rollouts (1 = each rollout trains once)."""
+    steps_per_generation: int = 1
+    """k: optimizer steps per generation. Each training batch holds k x ``data.problems_per_step``
+    problems, sampled at once; each problem's G rollouts are dealt at random, G / k to each of
+    k mini-batches, and each mini-batch takes one optimizer step, so from the second step on
+    the policy has moved and the importance ratio and clip act. Must divide ``group_size``.
+    1 = one update per generation (ratio exactly 1); the official LAPO scripts use 8 (128
+    problems x 8 rollouts per generation, 8 steps of 128 rollouts)."""
     micro_batch_size: int | Literal["auto"] = 8
     """Rollouts per forward/backward; gradients accumulate over the whole rollout batch. ``auto``:
     the largest divisor of the rollout batch that fits the device by the start-up memory estimate."""
@@ -82,6 +89,11 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         raise_problems("GRPO config", self.problems())
 
+    @property
+    def updates_per_batch(self) -> int:
+        """Optimizer steps one training batch (one generation) makes: mu x k."""
+        return self.num_iterations * self.steps_per_generation
+
     def problems(self) -> list[str]:
         """Every problem with these settings, one line each (empty = valid)."""
         problems = []
@@ -96,6 +108,12 @@ class GRPOConfig:
             problems.append(f"model.grpo.kl_coef: must be >= 0 (got {self.kl_coef})")
         if self.num_iterations < 1:
             problems.append(f"model.grpo.num_iterations: must be >= 1 (got {self.num_iterations})")
+        if self.steps_per_generation < 1:
+            problems.append(f"model.grpo.steps_per_generation: must be >= 1 (got {self.steps_per_generation})")
+        elif self.group_size % self.steps_per_generation:
+            problems.append(f"model.grpo.steps_per_generation: must divide model.grpo.group_size "
+                            f"({self.group_size}): each optimizer step trains on group_size / steps_per_generation "
+                            f"rollouts of every problem of the generation (got {self.steps_per_generation})")
         if self.micro_batch_size != AUTO and (not isinstance(self.micro_batch_size, int) or self.micro_batch_size < 1):
             problems.append(f"model.grpo.micro_batch_size: must be >= 1 (got {self.micro_batch_size})")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:

@@ -336,7 +336,8 @@ class LapoDataModule(pl.LightningDataModule):
             train_file: local .jsonl/.json/.parquet file, or a hub dataset id.
             val_file: optional validation problems (same formats); excludes val_fraction.
             fields: column names for problem, answer and id.
-            problems_per_step: problems per batch on each process (B); each gets G rollouts.
+            problems_per_step: problems per optimizer step on each process (B); each gets G
+                rollouts. A batch (one generation) holds B x ``steps_per_generation`` problems.
             val_fraction: share of train_file held out for validation (seeded), 0 = none.
             max_problems: keep only the first N problems of train_file (before any holdout).
             seed: seeds the shuffle order and the holdout.
@@ -365,6 +366,14 @@ class LapoDataModule(pl.LightningDataModule):
         self._train: list[Problem] | None = None
         self._val: list[Problem] = []
         self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
+        self.steps_per_generation = 1
+        """Optimizer steps each batch feeds (``model.grpo.steps_per_generation``; ``GRPOModule.setup``
+        sets it): a batch holds that many steps' worth of problems, sampled at once."""
+
+    @property
+    def problems_per_batch(self) -> int:
+        """Problems per batch on each process: ``problems_per_step x steps_per_generation``."""
+        return self.problems_per_step * self.steps_per_generation
 
     def setup(self, stage: str | None = None) -> None:
         if self._train is not None:  # idempotent: Lightning may call setup once per stage
@@ -467,7 +476,7 @@ class LapoDataModule(pl.LightningDataModule):
     def _loader(self, problems: list[Problem], sampler: EpochShuffle) -> DataLoader:
         return DataLoader(
             ProblemDataset(problems),
-            batch_size=self.problems_per_step,
+            batch_size=self.problems_per_batch,
             sampler=sampler,
             drop_last=False,
             collate_fn=self.collate_fn(),
@@ -482,7 +491,7 @@ class LapoDataModule(pl.LightningDataModule):
             return {}
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return {"epoch": trainer.current_epoch, "batches_done": batches,
-                "problems_done": batches * self.problems_per_step * trainer.world_size}
+                "problems_done": batches * self.problems_per_batch * trainer.world_size}
 
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict:  # checkpoints from before problems_done were single-process

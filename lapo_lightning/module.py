@@ -6,9 +6,11 @@ with the configured reward plugins, turns rewards into group advantages and runs
 inner PPO-style updates; it returns a ``StepSummary`` for the callbacks. Stage 1 and
 stage 2 differ only in the rewards, reference, prompt and callbacks that YAML plugs in.
 
-Manual optimization: one rollout batch gives ``num_iterations`` optimizer steps, each
-accumulating gradients over micro-batches, so ``trainer.global_step`` (and
-``trainer.max_steps``) count optimizer steps, not batches. An optimizer step whose loss or
+Manual optimization: one batch is one generation, sampled at once, and gives
+``num_iterations x steps_per_generation`` optimizer steps (each pass over the rollouts is
+shuffled into ``steps_per_generation`` mini-batches), each accumulating gradients over
+micro-batches, so ``trainer.global_step`` (and ``trainer.max_steps``) count optimizer steps,
+not batches. An optimizer step whose loss or
 gradient holds NaN/inf is skipped (counted as ``train/skipped_nonfinite``) and a run of
 ``max_nonfinite_steps`` of them stops training (``lapo_lightning/health.py``).
 """
@@ -21,10 +23,12 @@ from dataclasses import replace
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lapo_lightning import run_identity
-from lapo_lightning.algo import group_advantages, group_std, grpo_loss, head_logprobs, zero_spread_groups
+from lapo_lightning.algo import (generation_mini_batches, group_advantages, group_std, grpo_loss, head_logprobs,
+                                 problem_seed, ratio_summary, zero_spread_groups)
 from lapo_lightning.config import GRPOConfig, OptimConfig, kl_reference_problem
 from lapo_lightning.memory_check import check_before_loading
 from lapo_lightning.fast_rollout import CompactDecode
@@ -42,6 +46,9 @@ from lapo_lightning.shared_prefix import (completion_token_weight, one_row_each,
 from lapo_lightning.tiled_mlp import tile_mlps
 from lapo_lightning.types import ProblemBatch, RolloutBatch, StepSummary
 from lapo_lightning.verify import MathVerifier, Verifier
+
+LOSS_KEYS = ("loss/policy", "loss/kl", "train/clip_frac", "loss/total")
+"""Loss terms logged per training batch, averaged over its optimizer steps."""
 
 
 class GRPOModule(pl.LightningModule):
@@ -111,6 +118,8 @@ class GRPOModule(pl.LightningModule):
         self.policy_config.check_paths()
         self.reference.check_paths()
         datamodule = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "steps_per_generation"):  # each batch: k optimizer steps' worth of problems
+            datamodule.steps_per_generation = self.grpo.steps_per_generation
         per_step = getattr(datamodule, "problems_per_step", None)
         micro = self.grpo.micro_batch_size
         if per_step is not None and isinstance(micro, int) and (per_step * self.grpo.group_size) % micro:
@@ -118,9 +127,21 @@ class GRPOModule(pl.LightningModule):
                 f"model.grpo.micro_batch_size={micro} must divide the rollout batch "
                 f"data.problems_per_step * model.grpo.group_size = {per_step} * {self.grpo.group_size}"
             )
+        self.warn_on_unaligned_checkpoints()
         if stage == "fit" and per_step is not None:
             # Prints the memory estimate, refuses what cannot fit, and turns `auto` sizes into numbers.
             check_before_loading(self, datamodule)
+
+    def warn_on_unaligned_checkpoints(self) -> None:
+        """Checkpoints are written between generations, after each batch's optimizer steps: a
+        ``ModelCheckpoint(every_n_train_steps=n)`` with n not a multiple of them saves less often."""
+        updates = self.grpo.updates_per_batch
+        for callback in getattr(self.trainer, "checkpoint_callbacks", []) if self._trainer is not None else []:
+            every = getattr(callback, "_every_n_train_steps", 0)
+            if every and updates > 1 and every % updates:
+                rank_zero_warn(f"ModelCheckpoint every_n_train_steps={every} is not a multiple of the {updates} "
+                               "optimizer steps each batch makes (model.grpo.num_iterations x steps_per_generation): "
+                               f"checkpoints are written only every {math.lcm(every, updates)} steps")
 
     def configure_model(self) -> None:
         if self.policy is not None:  # Lightning may call this more than once
@@ -136,10 +157,10 @@ class GRPOModule(pl.LightningModule):
         return [opt], [sched]
 
     def _total_optimizer_steps(self) -> int:
-        # estimated_stepping_batches counts batches (capped by max_steps); each batch
-        # makes num_iterations optimizer steps, and max_steps counts optimizer steps.
+        # estimated_stepping_batches counts batches (capped by max_steps); each batch makes
+        # num_iterations x steps_per_generation optimizer steps, and max_steps counts optimizer steps.
         batches = self.trainer.estimated_stepping_batches
-        total = batches * self.grpo.num_iterations
+        total = batches * self.grpo.updates_per_batch
         return int(min(total, self.trainer.max_steps) if self.trainer.max_steps > 0 else total)
 
     # -------------------------------------------------------------- training
@@ -151,7 +172,7 @@ class GRPOModule(pl.LightningModule):
         rewards = score(self.rewards, rollouts)  # name -> [N]
         advantages = group_advantages(rewards["total"], rollouts.group_index, len(batch), eps=self.grpo.adv_eps)
         step = self.global_step
-        losses = self.update(rollouts, advantages)  # num_iterations optimizer steps
+        losses = self.update(rollouts, advantages)  # num_iterations x steps_per_generation optimizer steps
         summary = StepSummary(
             step=step,
             problem_ids=list(batch.problem_ids),
@@ -195,54 +216,86 @@ class GRPOModule(pl.LightningModule):
                        unclosed=result.unclosed.to(device))
 
     def update(self, rollouts: RolloutBatch, advantages: Tensor) -> dict[str, float]:
-        """``num_iterations`` optimizer steps over the rollout batch, micro-batched."""
+        """The optimizer steps of one generation: ``num_iterations`` passes over its rollouts,
+        each split into ``steps_per_generation`` mini-batches of one step each, stratified by
+        group (:func:`~lapo_lightning.algo.generation_mini_batches`), micro-batched. Returns the loss
+        terms averaged over the steps; each step's importance ratio goes to ``update/*``."""
         opt, sched = self.optimizers(), self.lr_schedulers()
         if self.nothing_to_learn(advantages):
             return self.step_on_zero_gradients(opt, sched)
-        mask = rollouts.completion_mask
-        totals = self.step_totals(rollouts)
         ref_logprobs = self.logprobs_no_grad(rollouts, reference=True) if self.grpo.kl_coef > 0 else None
-        # Old log-probs: the sampler's own (CompactDecode returns them), else one extra pass
-        # when mu > 1. With mu = 1 and none given they equal the current ones, so grpo_loss
-        # uses those detached (ratio 1) and no forward is spent on them.
+        # Old log-probs, fixed for the whole generation: the sampler's own (CompactDecode
+        # returns them), else one extra pass when there is more than one step. With one step
+        # and none given they equal the current ones, so grpo_loss uses those detached (ratio 1)
+        # and no forward is spent on them.
+        steps = self.grpo.updates_per_batch
         old_logprobs = rollouts.old_logprobs
-        if old_logprobs is None and self.grpo.num_iterations > 1:
-            old_logprobs = self.logprobs_no_grad(rollouts)  # fixed across the inner epochs
-        sums = {"loss/policy": 0.0, "loss/kl": 0.0, "train/clip_frac": 0.0, "loss/total": 0.0}
-        skipped = 0
-        for _ in range(self.grpo.num_iterations):
-            loss_finite = True
-            for idx in self.micro_batches(rollouts):
-                logprobs = self.completion_logprobs(rollouts, idx)  # [n, T]
-                terms = grpo_loss(
-                    logprobs,
-                    None if old_logprobs is None else old_logprobs[idx],
-                    None if ref_logprobs is None else ref_logprobs[idx],
-                    advantages[idx],
-                    mask[idx],
-                    clip_low=self.grpo.clip_low,
-                    clip_high=self.grpo.clip_high,
-                    kl_coef=self.grpo.kl_coef,
-                    aggregation=self.grpo.token_aggregation,
-                    **totals,
-                )
-                self.manual_backward(terms.loss)
-                for key, value in (("loss/policy", terms.policy_loss), ("loss/kl", terms.kl),
-                                   ("train/clip_frac", terms.clip_frac), ("loss/total", terms.loss)):
-                    sums[key] += float(value.detach()) / self.grpo.num_iterations
-                loss_finite = loss_finite and math.isfinite(float(terms.loss.detach()))
-            if not self.gradients_finite(opt, loss_finite):
-                self.skip_nonfinite_step(opt, sched)
-                skipped += 1
-                continue
-            self.nonfinite_streak, self.nonfinite_since = 0, -1
-            if self.grpo.max_grad_norm is not None:
-                self.clip_gradients(opt, gradient_clip_val=self.grpo.max_grad_norm, gradient_clip_algorithm="norm")
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
+        if old_logprobs is None and steps > 1:
+            old_logprobs = self.logprobs_no_grad(rollouts)
+        sums = dict.fromkeys(LOSS_KEYS, 0.0)
+        skipped, first_step = 0, self.global_step
+        for epoch in range(self.grpo.num_iterations):
+            seeds = [problem_seed(self.seed, first_step, epoch, pid) for pid in rollouts.problems.problem_ids]
+            for rows in generation_mini_batches(rollouts.group_index, seeds, self.grpo.steps_per_generation):
+                losses, ratios, loss_finite = self.backward_mini_batch(rollouts, rows, advantages, old_logprobs,
+                                                                       ref_logprobs)
+                for key in LOSS_KEYS:
+                    sums[key] += losses[key] / steps
+                if not self.gradients_finite(opt, loss_finite):
+                    self.skip_nonfinite_step(opt, sched)
+                    skipped += 1
+                    continue
+                self.nonfinite_streak, self.nonfinite_since = 0, -1
+                if self.grpo.max_grad_norm is not None:
+                    self.clip_gradients(opt, gradient_clip_val=self.grpo.max_grad_norm, gradient_clip_algorithm="norm")
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+                self.log_update(ratios, losses)
         sums["train/skipped_zero_advantage"] = 0.0
         return sums | self.nonfinite_metrics(skipped)
+
+    def backward_mini_batch(self, rollouts: RolloutBatch, rows: Tensor, advantages: Tensor,
+                            old_logprobs: Tensor | None, ref_logprobs: Tensor | None
+                            ) -> tuple[dict[str, float], Tensor, bool]:
+        """Gradients of one optimizer step's loss over ``rows``, accumulated micro-batch by
+        micro-batch. Returns its loss terms, its importance-ratio sums and whether every
+        micro-batch's loss was finite."""
+        totals = self.step_totals(rollouts, rows)
+        losses, ratios, finite = dict.fromkeys(LOSS_KEYS, 0.0), torch.zeros(4, dtype=torch.float64), True
+        for idx in self.micro_batches(rollouts, rows):
+            terms = grpo_loss(
+                self.completion_logprobs(rollouts, idx),  # [n, T]
+                None if old_logprobs is None else old_logprobs[idx],
+                None if ref_logprobs is None else ref_logprobs[idx],
+                advantages[idx],
+                rollouts.completion_mask[idx],
+                clip_low=self.grpo.clip_low,
+                clip_high=self.grpo.clip_high,
+                kl_coef=self.grpo.kl_coef,
+                aggregation=self.grpo.token_aggregation,
+                **totals,
+            )
+            self.manual_backward(terms.loss)
+            for key, value in zip(LOSS_KEYS, (terms.policy_loss, terms.kl, terms.clip_frac, terms.loss)):
+                losses[key] += float(value.detach())
+            ratios += terms.ratio_sums.cpu()
+            finite = finite and math.isfinite(float(terms.loss.detach()))
+        return losses, ratios, finite
+
+    def log_update(self, ratios: Tensor, losses: dict[str, float]) -> None:
+        """One optimizer step's importance ratio (mean, spread over tokens, clipped share, summed
+        over processes) and loss, to the loggers at that step's ``global_step``: ``update/*``.
+        With one step per generation the ratio is exactly 1 and nothing is clipped; from a
+        generation's second step on it shows how far the policy has moved."""
+        if self._trainer is None or not self.trainer.loggers:
+            return
+        if self.trainer.world_size > 1:
+            ratios = self.trainer.strategy.reduce(ratios.to(self.device), reduce_op="sum").cpu()
+        metrics = {f"update/{key}": value for key, value in ratio_summary(ratios).items()}
+        metrics["update/loss"] = losses["loss/total"]
+        for logger in self.trainer.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
 
     # ------------------------------------------------------- numerical health
     def gradients_finite(self, opt, loss_finite: bool) -> bool:
@@ -318,7 +371,7 @@ class GRPOModule(pl.LightningModule):
         with a run that did the pass. Gradient clipping is a no-op on zero gradients.
         """
         params = [p for group in opt.param_groups for p in group["params"] if p.requires_grad]
-        for _ in range(self.grpo.num_iterations):
+        for _ in range(self.grpo.updates_per_batch):
             for p in params:
                 p.grad = torch.zeros_like(p)
             opt.step()
@@ -326,10 +379,10 @@ class GRPOModule(pl.LightningModule):
             sched.step()
         self.nonfinite_streak, self.nonfinite_since = 0, -1  # zero gradients are finite
         return {"loss/policy": 0.0, "loss/kl": 0.0, "train/clip_frac": 0.0, "loss/total": 0.0,
-                "train/skipped_zero_advantage": float(self.grpo.num_iterations)} | self.nonfinite_metrics(0)
+                "train/skipped_zero_advantage": float(self.grpo.updates_per_batch)} | self.nonfinite_metrics(0)
 
-    def step_totals(self, rollouts: RolloutBatch) -> dict[str, float]:
-        """The loss normalisers: the whole step's token and sequence counts, over every process.
+    def step_totals(self, rollouts: RolloutBatch, rows: Tensor) -> dict[str, float]:
+        """The loss normalisers: one optimizer step's (``rows``') token and sequence counts, over every process.
 
         Strategies (DDP, FSDP, DeepSpeed) average gradients over the W processes, so each
         process divides its sums by totals / W: the average is then the gradient of one
@@ -337,7 +390,7 @@ class GRPOModule(pl.LightningModule):
         token count would weigh the tokens of a short-answer process more).
         Example: two processes with 300 and 100 tokens -> total_tokens 200 on each.
         """
-        counts = torch.tensor([rollouts.completion_mask.sum().item(), len(rollouts)], dtype=torch.float64,
+        counts = torch.tensor([rollouts.completion_mask[rows].sum().item(), len(rows)], dtype=torch.float64,
                               device=self.device)
         world = self.trainer.world_size if self._trainer is not None else 1
         if world > 1:
@@ -346,8 +399,8 @@ class GRPOModule(pl.LightningModule):
         return dict(total_tokens=tokens, total_sequences=sequences,
                     max_tokens=self.generation.max_new_tokens)
 
-    def micro_batches(self, rollouts: RolloutBatch) -> list[Tensor]:
-        """Index tensors of ``micro_batch_size`` rollouts, bucketed by length.
+    def micro_batches(self, rollouts: RolloutBatch, rows: Tensor | None = None) -> list[Tensor]:
+        """Index tensors of ``micro_batch_size`` rollouts of ``rows`` (default: all), bucketed by length.
 
         Rows are sorted by completion length before splitting, and each micro-batch is
         trimmed to its own longest row in ``completion_logprobs``, so the training forward
@@ -357,12 +410,14 @@ class GRPOModule(pl.LightningModule):
         (:func:`~lapo_lightning.shared_prefix.plan_micro_batches`). The loss is unchanged:
         the aggregation divides by full-batch totals, whatever the grouping.
         """
-        lengths = rollouts.completion_mask.sum(1)  # [N]
+        if rows is None:
+            rows = torch.arange(len(rollouts), device=rollouts.completion_mask.device)
+        lengths, prompt_lengths = rollouts.completion_mask[rows].sum(1), rollouts.prompt_mask[rows].sum(1)  # [n]
         size = self.grpo.micro_batch_size
         if self.grpo.shared_prefix:  # groups together, or sorted by length when that runs fewer tokens
-            return plan_micro_batches(lengths, rollouts.prompt_mask.sum(1), rollouts.group_index, size,
-                                      completion_token_weight(self.policy))
-        order = torch.sort(rollouts.prompt_mask.sum(1) + lengths, stable=True).indices
+            return [rows[i] for i in plan_micro_batches(lengths, prompt_lengths, rollouts.group_index[rows], size,
+                                                        completion_token_weight(self.policy))]
+        order = rows[torch.sort(prompt_lengths + lengths, stable=True).indices]
         return [order[i : i + size] for i in range(0, len(order), size)]
 
     def completion_logprobs(self, rollouts: RolloutBatch, idx: Tensor) -> Tensor:

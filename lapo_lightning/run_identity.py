@@ -31,12 +31,13 @@ FIELDS = {
     "budget_targets": "trainer.callbacks (BudgetTargets)",
     "group_size": "model.grpo.group_size",
     "problems_per_step": "data.problems_per_step",
+    "steps_per_generation": "model.grpo.steps_per_generation",
     "max_new_tokens": "model.generation.max_new_tokens",
     "data": "data.train_file (its problems' ids, text and answers)",
 }
 # What changes the meaning of a step or the data but not the tensors: a user who really means to
 # continue under new values may (ALLOW_ENV=1); a different model or adapter shape cannot load at all.
-OVERRIDABLE = ("group_size", "problems_per_step", "max_new_tokens", "data")
+OVERRIDABLE = ("group_size", "problems_per_step", "steps_per_generation", "max_new_tokens", "data")
 ALLOW_ENV = "LAPO_ALLOW_RESUME_CHANGES"
 
 
@@ -68,6 +69,7 @@ def identity(module, callbacks, datamodule=None) -> dict:
     step = {}
     if getattr(module, "grpo", None) is not None:
         step["group_size"] = module.grpo.group_size
+        step["steps_per_generation"] = module.grpo.steps_per_generation
     if getattr(module, "generation", None) is not None:
         step["max_new_tokens"] = module.generation.max_new_tokens
     if datamodule is not None and hasattr(datamodule, "content_fingerprint"):

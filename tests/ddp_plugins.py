@@ -39,15 +39,17 @@ class ReplaySampler(Sampler):
 
 
 class GradRecorder(pl.Callback):
-    """Rank 0 saves {name: grad} of the trainable weights before the first optimizer step."""
+    """Rank 0 saves {step: {name: grad}} of the trainable weights before each of the first
+    ``steps`` optimizer steps."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, steps: int = 1) -> None:
+        self.path, self.steps, self.grads = path, steps, {}
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if trainer.global_step == 0 and trainer.is_global_zero:
-            grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None}
-            torch.save(grads, self.path)
+        if trainer.global_step < self.steps and trainer.is_global_zero:
+            self.grads[trainer.global_step] = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters()
+                                               if p.grad is not None}
+            torch.save(self.grads, self.path)
 
 
 class KillRunAt(pl.Callback):

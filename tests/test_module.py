@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from clitools import ROOT, config_in, fit
+from lapo_lightning.algo import ratio_summary
 from lapo_lightning.config import GRPOConfig, OptimConfig
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.policy import PolicyConfig, export_merged, load_policy
@@ -132,10 +133,11 @@ def test_verify_after_a_prompt_that_opens_nothing_or_with_think_tags_off_grades_
 
 
 # ------------------------------------------------------- steps with nothing to learn
-def bare_module(kl_coef: float = 0.0, num_iterations: int = 1, weight_decay: float = 0.0):
+def bare_module(kl_coef: float = 0.0, num_iterations: int = 1, weight_decay: float = 0.0,
+                steps_per_generation: int = 1):
     """A GRPOModule with the tiny policy and its own AdamW, driven without a Trainer."""
     grpo = GRPOConfig(group_size=2, kl_coef=kl_coef, micro_batch_size=4, max_grad_norm=None,
-                      num_iterations=num_iterations)
+                      num_iterations=num_iterations, steps_per_generation=steps_per_generation)
     torch.manual_seed(0)
     module = GRPOModule(grpo=grpo, reference=None if kl_coef else NoReference())
     module.policy, module.tokenizer = load_policy(PolicyConfig(model="tiny:llama"))
@@ -193,3 +195,57 @@ def test_kl_on_keeps_the_pass_even_with_zero_advantages():
     assert module.update(token_rollouts(), torch.zeros(4))["train/skipped_zero_advantage"] == 0.0
     plain, _, _ = bare_module()
     assert plain.nothing_to_learn(torch.zeros(4)) and not plain.nothing_to_learn(torch.tensor([0.0, 0.0, 1e-6, 0.0]))
+
+
+# ------------------------------------------------- one generation, several updates
+def test_steps_per_generation_steps_once_per_mini_batch_with_old_logprobs_fixed_once(monkeypatch):
+    """k = 2 over 2 problems x G 2: two optimizer steps, each on one rollout of each problem;
+    one old-log-prob pass for the generation; the first step's ratio is 1 (nothing has moved
+    yet), the second's is not (the first step moved the policy)."""
+    module, opt, sched = bare_module(steps_per_generation=2)
+    rollouts, advantages = token_rollouts(), torch.tensor([1.0, -1.0, 0.5, -0.5])
+    old_passes, steps = [], []
+    original_no_grad, original_backward = GRPOModule.logprobs_no_grad, GRPOModule.backward_mini_batch
+    monkeypatch.setattr(GRPOModule, "logprobs_no_grad",
+                        lambda self, r, reference=False: old_passes.append(reference) or original_no_grad(self, r, reference))
+
+    def recording(self, r, rows, *args):
+        out = original_backward(self, r, rows, *args)
+        steps.append((sorted(r.group_index[rows].tolist()), out[1]))
+        return out
+
+    monkeypatch.setattr(GRPOModule, "backward_mini_batch", recording)
+    module.update(rollouts, advantages)
+    assert old_passes == [False] and sched.last_epoch == 2
+    assert [groups for groups, _ in steps] == [[0, 1], [0, 1]]
+    first, second = (ratio_summary(ratios) for _, ratios in steps)
+    assert first["ratio_mean"] == pytest.approx(1.0, abs=1e-5) and first["ratio_std"] < 1e-5
+    assert abs(second["ratio_mean"] - 1.0) > 1e-4 or second["ratio_std"] > 1e-4
+
+
+def test_steps_per_generation_must_divide_the_group():
+    with pytest.raises(ValueError, match="model.grpo.steps_per_generation: must divide model.grpo.group_size"):
+        GRPOConfig(group_size=8, steps_per_generation=3)
+
+
+def test_a_generation_feeds_k_steps_and_is_sampled_scored_and_summarised_once(tmp_path, pass_counter):
+    """A fit with k = 2: each batch holds 2 x problems_per_step problems, sampled in one call,
+    scored once, summarised once for the callbacks; 2 optimizer steps per batch, each logged
+    with its importance ratio (1 at a generation's first step, moved at its second)."""
+    import csv
+
+    cli = fit(config_in(tmp_path, "debug/grpo.yaml"), "--model.grpo.steps_per_generation", "2",
+              "--model.sampler", "HFGenerate", "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0")
+    module = cli.trainer.lightning_module
+    assert cli.trainer.global_step == 4 and cli.datamodule.problems_per_batch == 8
+    assert pass_counter == {"reference": 2, "policy": 2}  # once per generation each
+    rows = list(csv.DictReader(open(next((tmp_path / "runs/debug_grpo").rglob("metrics.csv")))))
+    updates = {int(r["step"]): r for r in rows if r.get("update/ratio_mean")}
+    assert sorted(updates) == [1, 2, 3, 4]
+    for first, second in ((1, 2), (3, 4)):
+        assert float(updates[first]["update/ratio_mean"]) == pytest.approx(1.0, abs=1e-4)
+        assert float(updates[first]["update/clip_frac"]) == 0.0
+        assert float(updates[second]["update/ratio_std"]) > float(updates[first]["update/ratio_std"])
+    summaries = [r for r in rows if r.get("groups/total")]
+    assert [float(r["groups/total"]) for r in summaries] == [8.0, 8.0]  # two generations of 8 problems
+    assert module.grpo.updates_per_batch == 2

@@ -50,16 +50,18 @@ def with_plugins(tmp_path: Path, name: str, *callbacks: str, sampler: str | None
     return config_in(tmp_path, name, **replace)
 
 
-def replay_run(folder: Path, name: str, processes: int, *extra: str) -> dict:
-    """One run of configs/<name> on replayed rollouts: 4 problems per step over 1 or 2 processes."""
+def replay_run(folder: Path, name: str, processes: int, *extra: str, steps: int = 1) -> dict:
+    """One run of configs/<name> on replayed rollouts: 4 problems per step over 1 or 2 processes.
+    Returns the gradient of the first optimizer step, or {step: gradient} of the first ``steps``."""
     grad = folder / "grad.pt"
-    config = with_plugins(folder, name, f"{{class_path: ddp_plugins.GradRecorder, init_args: {{path: {grad}}}}}",
-                          sampler="ddp_plugins.ReplaySampler")
+    recorder = f"{{class_path: ddp_plugins.GradRecorder, init_args: {{path: {grad}, steps: {steps}}}}}"
+    config = with_plugins(folder, name, recorder, sampler="ddp_plugins.ReplaySampler")
     devices = DDP if processes == 2 else ()
     # No clipping: a gradient off by a constant factor must show.
     lapo_fit(config, *devices, "--data.problems_per_step", str(4 // processes),
              "--model.grpo.max_grad_norm", "1.0e9", *extra)
-    return torch.load(grad)
+    grads = torch.load(grad)
+    return grads[0] if steps == 1 else grads
 
 
 def assert_same_gradient(one: dict, two: dict) -> None:
@@ -88,6 +90,18 @@ def test_constant_two_processes_with_half_the_problems_give_the_one_process_grad
     one, two = (replay_run(tmp_path / f"x{n}", "debug/stage1.yaml", n, "--trainer.max_steps", "1",
                            "--model.grpo.token_aggregation", "constant") for n in (1, 2))
     assert_same_gradient(one, two)
+
+
+def test_two_processes_split_each_generation_into_the_one_process_mini_batches(tmp_path):
+    """steps_per_generation 2: a generation of 8 problems (4 per process), dealt into 2
+    mini-batches by problem, not by process: both optimizer steps have the one-process
+    gradient (the second's importance ratio is no longer 1)."""
+    one, two = (replay_run(tmp_path / f"x{n}", "debug/stage1.yaml", n, "--trainer.max_steps", "2",
+                           "--model.grpo.steps_per_generation", "2", steps=2) for n in (1, 2))
+    assert sorted(one) == sorted(two) == [0, 1]
+    for step in (0, 1):
+        assert_same_gradient(one[step], two[step])
+    assert any(not torch.allclose(one[0][k], one[1][k]) for k in one[0])  # two different mini-batches
 
 
 def test_two_processes_write_the_one_process_length_table(replayed_stage1):

@@ -138,6 +138,29 @@ def test_stage2_killed_in_sampling_then_in_the_optimizer_step_resumes_to_the_sam
     assert reference.metadata["targets_shrunk"] + reference.metadata["newly_solved"] > 0, "Eq. 8 must act"
 
 
+def test_stage2_killed_between_two_updates_of_one_generation_resumes_to_the_uninterrupted_run(
+        stage1_reference, tmp_path):
+    """steps_per_generation 2 (3 generations of 8 problems, checkpoints between generations):
+    killed after the first of generation 2's two updates, the resumed run samples that
+    generation again, deals the same mini-batches and ends with the refined targets and the
+    adapter of one uninterrupted k = 2 run."""
+    k2, every2 = ("--model.grpo.steps_per_generation", "2"), {"every_n_train_steps: 3": "every_n_train_steps: 2"}
+    runs = {}
+    for name in ("uninterrupted", "killed"):
+        folder = runs[name] = tmp_path / name
+        shutil.copytree(stage1_reference / STAGE1, folder / STAGE1)
+        config = killable(folder, "debug/stage2.yaml", **REPLAY, **every2)
+        if name == "killed":
+            lapo_fit(config, *k2, kill="optimizer@2")  # step 2 = generation 2's first update, in memory
+            assert global_step(folder / STAGE2 / "checkpoints/last.ckpt") == 2
+        lapo_fit(config, *k2)
+    reference, resumed = (LengthTable.load(runs[n] / STAGE2 / "length_table_refined.json") for n in runs)
+    assert resumed.entries == reference.entries and resumed.complete and resumed.metadata["step"] == 6
+    assert reference.metadata["targets_shrunk"] + reference.metadata["newly_solved"] > 0, "Eq. 8 must act"
+    expected, got = (adapter_weights(runs[n] / STAGE2 / "adapter") for n in runs)
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+
+
 # ------------------------------------------------------------------ mismatched checkpoints
 def refused(config: Path, *extra: str, capsys) -> list[str]:
     """``lapo fit`` refused before loading weights: exit status 2 and its one-line problems (also on stderr)."""

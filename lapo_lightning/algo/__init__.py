@@ -3,7 +3,8 @@
 groups: count, sum, mean, std, min and max per group of rollouts (every group statistic
 is built from them). advantages: group-standardised rewards. logprobs: per-token log-probs of sampled tokens;
 head_logprobs: the same from hidden states, through the output head in chunks.
-losses: clipped surrogate, k3 KL, token aggregation, grpo_loss. length_rewards / length_stats:
+losses: clipped surrogate, k3 KL, token aggregation, grpo_loss. minibatches: the optimizer
+steps' shares of one generation's rollouts, and importance-ratio statistics. length_rewards / length_stats:
 LAPO's band (stage 1) and Gaussian (stage 2) length rewards, statistics and target refinement.
 """
 
@@ -18,6 +19,7 @@ from .length_stats import (
     refine_targets,
 )
 from .head_logprobs import DEFAULT_CHUNK_TOKENS, head_logprobs
+from .minibatches import generation_mini_batches, problem_seed, ratio_sums, ratio_summary
 from .logprobs import completion_logprobs, masked_mean, token_logprobs
 from .losses import (
     AGGREGATIONS,
@@ -54,11 +56,15 @@ __all__ = [
     "group_min",
     "group_std",
     "group_sum",
+    "generation_mini_batches",
     "grpo_loss",
     "has_band",
     "head_logprobs",
     "k3_kl",
+    "problem_seed",
     "masked_mean",
+    "ratio_sums",
+    "ratio_summary",
     "refine_targets",
     "sequence_mean",
     "token_logprobs",

@@ -15,6 +15,8 @@ from typing import Callable, Literal, Union
 import torch
 from torch import Tensor
 
+from .minibatches import ratio_sums
+
 Number = Union[int, float, Tensor]
 Aggregation = Literal["token_mean", "sequence_mean", "constant"]
 
@@ -112,6 +114,9 @@ class LossTerms:
     policy_loss: Tensor
     kl: Tensor
     clip_frac: Tensor
+    ratio_sums: Tensor
+    """[4] this micro-batch's tokens, sums of the importance ratio and its square, and clipped
+    tokens (``minibatches.ratio_sums``): they add over micro-batches and processes."""
 
 
 def grpo_loss(
@@ -143,4 +148,5 @@ def grpo_loss(
             policy_loss=aggregate(aggregation, policy.detach(), mask, **totals),
             kl=aggregate(aggregation, kl.detach(), mask, **totals),
             clip_frac=aggregate(aggregation, clipped.to(policy.dtype), mask, **totals),
+            ratio_sums=ratio_sums(torch.exp(logprobs.detach() - old), clipped, mask),
         )

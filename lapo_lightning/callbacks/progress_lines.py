@@ -73,14 +73,14 @@ class ProgressLines(pl.Callback):
 
 def total_steps(trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | None:
     """The step the run stops at: ``max_steps``, else what ``max_epochs`` gives (batches x the
-    module's updates per batch, ``grpo.num_iterations``); None if unbounded."""
+    module's updates per batch, ``grpo.updates_per_batch``); None if unbounded."""
     if trainer.max_steps and trainer.max_steps > 0:
         return trainer.max_steps
     try:
         batches = trainer.estimated_stepping_batches
     except Exception:  # noqa: BLE001 - an unsized loader: no total to show
         return None
-    updates = getattr(getattr(pl_module, "grpo", None), "num_iterations", 1)
+    updates = getattr(getattr(pl_module, "grpo", None), "updates_per_batch", 1)
     return int(batches * updates) if batches != float("inf") else None
 
 
