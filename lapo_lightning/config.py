@@ -47,31 +47,33 @@ class GRPOConfig:
     """GRPO knobs shared by both LAPO stages."""
 
     group_size: int = 8
-    """G: completions sampled per problem."""
+    """G: completions sampled per problem (paper and official runs: 8)."""
     clip_low: float = 0.2
-    """PPO clip below: ratio >= 1 - clip_low."""
+    """PPO clip below: ratio >= 1 - clip_low (official: 0.2)."""
     clip_high: float = 0.2
-    """PPO clip above: ratio <= 1 + clip_high (raise it for DAPO's clip-higher)."""
+    """PPO clip above: ratio <= 1 + clip_high (official: 0.2; raise it for DAPO's clip-higher)."""
     kl_coef: float = 1e-4
-    """beta of the k3 KL penalty; 0 skips the reference forward entirely."""
+    """beta of the k3 KL penalty (paper and official runs: 1e-4); 0 skips the reference forward entirely."""
     num_iterations: int = 1
-    """mu: optimizer passes over each generation's rollouts (1 = each rollout trains once)."""
+    """mu: optimizer passes over each generation's rollouts (official: 1; 1 = each rollout trains once)."""
     steps_per_generation: int = 1
     """k: optimizer steps per generation. Each training batch holds k x ``data.problems_per_step``
     problems, sampled at once; each problem's G rollouts are dealt at random, G / k to each of
     k mini-batches, and each mini-batch takes one optimizer step, so from the second step on
     the policy has moved and the importance ratio and clip act. Must divide ``group_size``.
-    1 = one update per generation (ratio exactly 1); the official LAPO scripts use 8 (128
-    problems x 8 rollouts per generation, 8 steps of 128 rollouts)."""
+    1 (the default, so small runs stay small) = one update per generation (ratio exactly 1);
+    the official LAPO scripts use 8 (128 problems x 8 rollouts per generation, 8 steps of 128
+    rollouts), as the paper configs do."""
     micro_batch_size: int | Literal["auto"] = 8
     """Rollouts per forward/backward; gradients accumulate over the whole rollout batch. ``auto``:
     the largest divisor of the rollout batch that fits the device by the start-up memory estimate."""
     token_aggregation: Aggregation = "token_mean"
     """token_mean (DAPO), sequence_mean (original GRPO) or constant (Dr. GRPO)."""
     max_grad_norm: float | None = 1.0
-    """Gradient-norm clip per optimizer step; null disables it."""
+    """Gradient-norm clip per optimizer step (official: 1.0); null disables it."""
     adv_eps: float = 1e-4
-    """Added to the group std in the advantage denominator."""
+    """Added to the group std in the advantage denominator; the official code adds 1e-9, which turns
+    groups whose rewards differ only by float rounding into unit-size advantages (docs/faithfulness.md)."""
     shared_prefix: bool = True
     """Training/reference forwards run each group's prompt once (same loss); false = plain padded forward."""
     logprob_chunk_tokens: int = DEFAULT_CHUNK_TOKENS
@@ -130,18 +132,24 @@ class GRPOConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup then cosine decay."""
+    """AdamW with linear warmup then cosine decay; the defaults are the official LAPO runs'
+    (docs/faithfulness.md lists each value with its source)."""
 
-    lr: float = 1e-5
+    lr: float = 2e-5
+    """Peak learning rate. The paper fine-tunes all weights at 1e-6; this trainer updates a LoRA
+    adapter, whose low-rank update scaled by alpha / r needs a roughly 10-20x larger step to
+    move the model as far, so the default is the paper configs' LoRA value."""
     weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.99)
-    """Adam betas; the official LAPO runs use (0.9, 0.95) (OpenRLHF's default)."""
+    """AdamW weight decay; the official runs use none (OpenRLHF's ``--l2 0``)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """Adam betas; the official runs use (0.9, 0.95) (OpenRLHF's ``--adam_betas`` default)."""
     warmup_steps: int = 0
-    """Optimizer steps of linear warmup from 0 (set this or warmup_ratio, not both)."""
-    warmup_ratio: float = 0.0
-    """Warmup as a share of all optimizer steps, rounded up; the official runs use 0.03."""
+    """Optimizer steps of linear warmup from 0; when > 0 it replaces ``warmup_ratio``."""
+    warmup_ratio: float = 0.03
+    """Warmup as a share of all optimizer steps, rounded up; the official runs use 0.03
+    (OpenRLHF's ``--lr_warmup_ratio`` default). 0 starts at the full learning rate."""
     min_lr_ratio: float = 0.1
-    """Cosine decays to lr * min_lr_ratio at the last optimizer step."""
+    """Cosine decays to lr * min_lr_ratio at the last optimizer step (official: 0.1)."""
 
     def __post_init__(self) -> None:
         raise_problems("optimizer config", self.problems())
@@ -157,9 +165,6 @@ class OptimConfig:
             problems.append(f"model.optim.warmup_steps: must be >= 0 (got {self.warmup_steps})")
         if not 0 <= self.warmup_ratio < 1:
             problems.append(f"model.optim.warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
-        if self.warmup_steps and self.warmup_ratio:
-            problems.append("model.optim.warmup_steps: set model.optim.warmup_steps or model.optim.warmup_ratio, "
-                            f"not both (got {self.warmup_steps} and {self.warmup_ratio})")
         if not 0 <= self.min_lr_ratio <= 1:
             problems.append(f"model.optim.min_lr_ratio: must be in [0, 1] (got {self.min_lr_ratio})")
         if not all(0 <= b < 1 for b in self.betas):
@@ -167,7 +172,8 @@ class OptimConfig:
         return problems
 
     def warmup_for(self, total_steps: int) -> int:
-        """Warmup optimizer steps for a run of ``total_steps``: e.g. ratio 0.03 of 100 -> 3."""
+        """Warmup optimizer steps for a run of ``total_steps``: e.g. ratio 0.03 of 100 -> 3;
+        ``warmup_steps`` > 0 wins over the ratio."""
         return self.warmup_steps or math.ceil(self.warmup_ratio * total_steps)
 
     def build(self, params, total_steps: int):

@@ -3,7 +3,8 @@
 Stage 1's ``LengthStatsCollector`` callback records, per problem, the median length of the
 correct completions from the most recent step in which the problem was sampled (paper
 Eq. 5), and writes this table at the end of fit. Stage 2's budget callback reads it and
-turns each median into the token budget stated in the prompt (paper Eqs. 6-8).
+turns each median into the token budget n(q) stated in the prompt (paper Eq. 6), which
+Eq. 8 refines.
 
 How it departs from the official LAPO code: entries are keyed by a stable problem id,
 never by prompt text; medians come from generated token ids (no prompt text counted); the

@@ -7,8 +7,8 @@ group-aware rewards read ``batch.group_index`` (never row order). Rewards do no 
 keep no state between calls; anything stateful (length tables, budgets) belongs in a
 callback. Any importable subclass of :class:`Reward` works from YAML via ``class_path``.
 
-Stage 1 uses ``[Accuracy, LengthBand]`` (paper Eqs. 1-5), stage 2 ``[Accuracy,
-BudgetGaussian]`` (Eqs. 6-7).
+Stage 1 uses ``[Accuracy, LengthBand]`` (paper Eqs. 1-3), stage 2 ``[Accuracy,
+BudgetGaussian]`` (Eqs. 6-7); docs/equations.md lists every equation.
 """
 
 from __future__ import annotations

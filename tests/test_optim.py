@@ -25,6 +25,13 @@ def test_warmup_ratio_is_a_rounded_up_share_of_all_steps():
     assert OptimConfig(warmup_steps=7).warmup_for(10) == 7
 
 
+def test_warmup_steps_replace_the_default_ratio():
+    # The default ratio is the official 0.03; a fixed count set beside it wins, with no error.
+    assert OptimConfig().warmup_for(100) == 3
+    assert OptimConfig(warmup_steps=5).warmup_for(100) == 5
+    assert OptimConfig(warmup_ratio=0).warmup_for(100) == 0
+
+
 def test_betas_reach_adamw():
     opt, _ = OptimConfig(betas=(0.9, 0.95)).build([torch.nn.Parameter(torch.zeros(1))], 10)
     assert opt.param_groups[0]["betas"] == (0.9, 0.95)
@@ -32,7 +39,7 @@ def test_betas_reach_adamw():
 
 def test_bad_settings_are_all_named_at_once():
     with pytest.raises(ValueError) as err:
-        OptimConfig(lr=0, warmup_steps=5, warmup_ratio=0.1, betas=(0.9, 1.5))
+        OptimConfig(lr=0, warmup_steps=-1, warmup_ratio=1.5, betas=(0.9, 1.5))
     message = str(err.value)
-    for key in ("model.optim.lr", "model.optim.warmup_steps or model.optim.warmup_ratio", "model.optim.betas"):
+    for key in ("model.optim.lr", "model.optim.warmup_steps", "model.optim.warmup_ratio", "model.optim.betas"):
         assert key in message

@@ -1,10 +1,10 @@
 """Length rewards of LAPO: the stage-1 band reward and the stage-2 budget Gaussian.
 
 Called from the reward plugins (LengthBand in stage 1, BudgetGaussian in stage 2), which
-add them to correctness with weights alpha = 0.7 / beta_len = 0.8. Implements the reward
-parts of paper Eqs. 1-5 (band [P30, P70] of correct lengths, linear decay outside) and
-Eqs. 6-8 (Gaussian around the budget n). Departures: lengths are completion token counts (the official code adds the
-prompt) and nothing is ever NaN. A group whose band is empty or a point (P_low == P_high,
+add them to correctness with weights alpha = 0.7 / beta_len = 0.8 (Eqs. 3 and 7). Implements
+paper Eq. 2 (band [P30, P70] of correct lengths, Eq. 1, linear decay outside) and Eq. 6
+(Gaussian around the budget n). Departures: lengths are completion token counts (the official
+code also counts a short tail of the prompt) and nothing is ever NaN. A group whose band is empty or a point (P_low == P_high,
 as with correct lengths 100 x 7 and 103) rewards nobody, exactly as the official
 ``lower_q < upper_q`` test.
 """

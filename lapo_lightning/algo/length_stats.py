@@ -1,7 +1,7 @@
 """Per-problem statistics of correct-rollout lengths and the stage-2 target bookkeeping.
 
-Used by the stage-1 band reward (P30/P70) and statistics callback (median correct length per
-problem; paper Eqs. 1-5), the stage-2 reward plugin (fallback target) and
+Used by the stage-1 band reward (P30/P70, paper Eq. 1) and statistics callback (median correct
+length per problem, Eq. 4), the stage-2 reward plugin (fallback target) and
 the stage-2 budget callback (target refinement, Eq. 8). Departures: quantiles use numpy's
 default linear interpolation on the group's correct lengths only; unsolved is NaN, never a
 magic number; and the Eq. 8 update is actually applied (the official one never takes effect).

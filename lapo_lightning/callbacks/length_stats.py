@@ -3,14 +3,14 @@
 Flow: after every training batch this callback reads the ``StepSummary`` that
 ``training_step`` returned, gathers it from every process, and records for each sampled
 problem the median / P30 / P70 of its *correct* completion lengths in that step (paper
-Eqs. 4-5). Latest wins: a problem sampled again overwrites its entry, and a problem no
+Eqs. 1, 4-5). Latest wins: a problem sampled again overwrites its entry, and a problem no
 rollout solved in its latest step is marked unsolved. The table is written atomically at
 every checkpoint and at the end of fit, and is also kept in the checkpoint itself
 (``state_dict``) so a resumed run continues with identical statistics.
 
 Departs from the official code: it keys by problem id (not prompt text), measures lengths
-in generated token ids only (no prompt), appends each step once, and needs no post-hoc
-deduplication script.
+in generated token ids only (no prompt text), marks unsolved problems (never a median of 0),
+and keeps one entry per problem, so no post-hoc script is needed.
 """
 
 from __future__ import annotations
