@@ -5,8 +5,9 @@ after each backward and skips an optimizer step that would apply NaN/inf (stoppi
 :func:`nonfinite_stop_message` after a run of them); ``GRPOModule.on_save_checkpoint`` (and
 the adapter export) refuse to write weights that :func:`nonfinite_parameters` names; the
 per-step group counts (:func:`group_health`) feed the ``groups/*`` metrics and the
-``TrainingHealthMonitor`` warning. Everything here is a pure function of tensors, except
-:func:`newest_checkpoint`, which reads a Trainer's checkpoint callbacks and folders.
+``TrainingHealthMonitor`` warning. The functions are pure functions of tensors, except
+:func:`newest_checkpoint`, which reads a Trainer's checkpoint callbacks and folders;
+:class:`NonFiniteGuard` is the module's side of it (skip, count, stop), mixed into ``GRPOModule``.
 """
 
 from __future__ import annotations
@@ -155,3 +156,75 @@ def group_health(correct: Tensor, truncated: Tensor, total_reward: Tensor, group
         "all_correct": int((present & (right == size)).sum()),
         "zero_spread": int((present & zero_spread_groups(total_reward.cpu(), index, num_groups)).sum()),
     }
+
+
+class NonFiniteGuard:
+    """What ``GRPOModule`` does with a NaN/inf loss or gradient, as a mixin of a LightningModule
+    (it uses ``trainer``, ``device``, ``global_step``, ``named_parameters`` and the module's
+    ``max_nonfinite_steps``): check before each optimizer step, skip a bad one, count them (all of
+    them, the current run of consecutive ones and the step that run began at, kept in
+    checkpoints) and stop after ``max_nonfinite_steps`` in a row."""
+
+    def reset_nonfinite_counts(self) -> None:
+        self.nonfinite_total, self.nonfinite_streak, self.nonfinite_since = 0, 0, -1
+
+    def note_finite_step(self) -> None:
+        """A step that ran on finite gradients ends any run of skipped ones."""
+        self.nonfinite_streak, self.nonfinite_since = 0, -1
+
+    def gradients_finite(self, opt, loss_finite: bool) -> bool:
+        """Whether this optimizer step may run: the loss of every micro-batch and every trainable
+        gradient are finite (one fused check, one host sync), agreed over all processes.
+
+        With a GradScaler (``trainer.precision: 16-mixed``) a finite loss with an inf gradient
+        is the scaler's normal overflow signal: it skips that step and lowers its scale itself,
+        so only a non-finite loss counts here.
+        """
+        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
+        finite = loss_finite and (scaler is not None or all_finite(grads))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            bad = torch.tensor([float(not finite)], device=self.device)
+            finite = float(self.trainer.strategy.reduce(bad, reduce_op="sum").item()) == 0.0
+        return finite
+
+    def skip_nonfinite_step(self, opt, sched) -> None:
+        """Drop this step's NaN/inf gradients and step on none; stop after a run of such steps.
+
+        ``opt.step()`` still runs with every gradient set to None: AdamW leaves a parameter
+        without a gradient untouched (weights, momentum and its step count), while Lightning
+        counts the step, so ``trainer.global_step``, ``max_steps``, the rollout seeds, checkpoint
+        cadence and the LR schedule (stepped too) stay keyed to the same counter as in a run
+        without the fault, and a resumed run lines up with it. The skipped step is lost, not
+        retried. After ``max_nonfinite_steps`` skipped steps in a row this raises
+        :class:`NonFiniteTrainingError` (before stepping) naming the newest checkpoint.
+        """
+        step = self.global_step
+        if self.nonfinite_streak == 0:
+            self.nonfinite_since = step
+        self.nonfinite_streak += 1
+        self.nonfinite_total += 1
+        opt.zero_grad(set_to_none=True)
+        if self.nonfinite_streak >= self.max_nonfinite_steps:
+            bad = nonfinite_parameters((n, p) for n, p in self.named_parameters() if p.requires_grad)
+            checkpoint = newest_checkpoint(self.trainer) if self._trainer is not None else None
+            raise NonFiniteTrainingError(nonfinite_stop_message(self.nonfinite_streak, self.nonfinite_since,
+                                                                step, checkpoint, bad))
+        opt.step()
+        sched.step()
+
+    def nonfinite_metrics(self, skipped: int) -> dict[str, float]:
+        """This batch's skipped optimizer steps and the run's total (restored on resume)."""
+        return {"train/skipped_nonfinite": float(skipped), "train/skipped_nonfinite_total": float(self.nonfinite_total)}
+
+    def nonfinite_counts(self) -> dict[str, int]:
+        """The counts a checkpoint keeps (``numerical_health``), so a resumed run goes on counting."""
+        return {"skipped_nonfinite": self.nonfinite_total, "nonfinite_streak": self.nonfinite_streak,
+                "nonfinite_since": self.nonfinite_since}
+
+    def restore_numerical_health(self, checkpoint: dict) -> None:
+        """The counts :meth:`nonfinite_counts` saved (absent in older checkpoints: 0)."""
+        health = checkpoint.get("numerical_health", {})
+        self.nonfinite_total = int(health.get("skipped_nonfinite", 0))
+        self.nonfinite_streak = int(health.get("nonfinite_streak", 0))
+        self.nonfinite_since = int(health.get("nonfinite_since", -1))

@@ -27,14 +27,14 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lapo_lightning import run_identity
-from lapo_lightning.algo import (generation_mini_batches, group_advantages, group_std, grpo_loss, head_logprobs,
-                                 problem_seed, ratio_summary, zero_spread_groups)
+from lapo_lightning.algo import (generation_mini_batches, group_advantages, grpo_loss, head_logprobs, problem_seed,
+                                 ratio_summary)
 from lapo_lightning.config import GRPOConfig, OptimConfig, kl_reference_problem
 from lapo_lightning.memory_check import check_before_loading
 from lapo_lightning.fast_rollout import CompactDecode
-from lapo_lightning.health import (NonFiniteTrainingError, NonFiniteWeightsError, all_finite, group_health,
+from lapo_lightning.health import (NonFiniteGuard, NonFiniteTrainingError, NonFiniteWeightsError, group_health,
                                    newest_checkpoint, nonfinite_parameters, nonfinite_sampling_message,
-                                   nonfinite_stop_message, nonfinite_weights_message)
+                                   nonfinite_weights_message)
 from lapo_lightning.model_parts import decoder_and_head
 from lapo_lightning.policy import PolicyConfig, load_policy
 from lapo_lightning.prompts import PlainPrompt, PromptTemplate, opens_think
@@ -43,6 +43,7 @@ from lapo_lightning.rewards import Accuracy, Reward, score
 from lapo_lightning.rollout import GenerationConfig, Sampler
 from lapo_lightning.shared_prefix import (completion_token_weight, one_row_each, plan_micro_batches,
                                           shared_prefix_logprobs)
+from lapo_lightning.step_metrics import step_metrics
 from lapo_lightning.tiled_mlp import tile_mlps
 from lapo_lightning.types import ProblemBatch, RolloutBatch, StepSummary
 from lapo_lightning.verify import MathVerifier, Verifier
@@ -51,7 +52,7 @@ LOSS_KEYS = ("loss/policy", "loss/kl", "train/clip_frac", "loss/total")
 """Loss terms logged per training batch, averaged over its optimizer steps."""
 
 
-class GRPOModule(pl.LightningModule):
+class GRPOModule(NonFiniteGuard, pl.LightningModule):
     """GRPO on a LoRA policy, with pluggable rewards, reference, prompt and sampler.
 
     Args:
@@ -106,9 +107,7 @@ class GRPOModule(pl.LightningModule):
         self.verifier = verifier or MathVerifier()
         self.seed = seed
         self.max_nonfinite_steps = max_nonfinite_steps
-        # Optimizer steps skipped for a NaN/inf loss or gradient: all of them, the current run
-        # of consecutive ones and the global_step that run began at (kept in checkpoints).
-        self.nonfinite_total, self.nonfinite_streak, self.nonfinite_since = 0, 0, -1
+        self.reset_nonfinite_counts()
         self.policy = None  # built in configure_model so configs instantiate without weights
         self.tokenizer = None
 
@@ -245,7 +244,7 @@ class GRPOModule(pl.LightningModule):
                     self.skip_nonfinite_step(opt, sched)
                     skipped += 1
                     continue
-                self.nonfinite_streak, self.nonfinite_since = 0, -1
+                self.note_finite_step()
                 if self.grpo.max_grad_norm is not None:
                     self.clip_gradients(opt, gradient_clip_val=self.grpo.max_grad_norm, gradient_clip_algorithm="norm")
                 opt.step()
@@ -297,52 +296,6 @@ class GRPOModule(pl.LightningModule):
         for logger in self.trainer.loggers:
             logger.log_metrics(metrics, step=self.global_step)
 
-    # ------------------------------------------------------- numerical health
-    def gradients_finite(self, opt, loss_finite: bool) -> bool:
-        """Whether this optimizer step may run: the loss of every micro-batch and every trainable
-        gradient are finite (one fused check, one host sync), agreed over all processes.
-
-        With a GradScaler (``trainer.precision: 16-mixed``) a finite loss with an inf gradient
-        is the scaler's normal overflow signal: it skips that step and lowers its scale itself,
-        so only a non-finite loss counts here.
-        """
-        grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
-        scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
-        finite = loss_finite and (scaler is not None or all_finite(grads))
-        if self._trainer is not None and self.trainer.world_size > 1:
-            bad = torch.tensor([float(not finite)], device=self.device)
-            finite = float(self.trainer.strategy.reduce(bad, reduce_op="sum").item()) == 0.0
-        return finite
-
-    def skip_nonfinite_step(self, opt, sched) -> None:
-        """Drop this step's NaN/inf gradients and step on none; stop after a run of such steps.
-
-        ``opt.step()`` still runs with every gradient set to None: AdamW leaves a parameter
-        without a gradient untouched (weights, momentum and its step count), while Lightning
-        counts the step, so ``trainer.global_step``, ``max_steps``, the rollout seeds, checkpoint
-        cadence and the LR schedule (stepped too) stay keyed to the same counter as in a run
-        without the fault, and a resumed run lines up with it. The skipped step is lost, not
-        retried. After ``max_nonfinite_steps`` skipped steps in a row this raises
-        :class:`NonFiniteTrainingError` (before stepping) naming the newest checkpoint.
-        """
-        step = self.global_step
-        if self.nonfinite_streak == 0:
-            self.nonfinite_since = step
-        self.nonfinite_streak += 1
-        self.nonfinite_total += 1
-        opt.zero_grad(set_to_none=True)
-        if self.nonfinite_streak >= self.max_nonfinite_steps:
-            bad = nonfinite_parameters((n, p) for n, p in self.named_parameters() if p.requires_grad)
-            checkpoint = newest_checkpoint(self.trainer) if self._trainer is not None else None
-            raise NonFiniteTrainingError(nonfinite_stop_message(self.nonfinite_streak, self.nonfinite_since,
-                                                                step, checkpoint, bad))
-        opt.step()
-        sched.step()
-
-    def nonfinite_metrics(self, skipped: int) -> dict[str, float]:
-        """This batch's skipped optimizer steps and the run's total (restored on resume)."""
-        return {"train/skipped_nonfinite": float(skipped), "train/skipped_nonfinite_total": float(self.nonfinite_total)}
-
     def nothing_to_learn(self, advantages: Tensor) -> bool:
         """True when the step's loss has a zero gradient for certain: every advantage is exactly
         0 (every group's rewards were equal) and the KL term is off (``model.grpo.kl_coef`` 0).
@@ -377,7 +330,7 @@ class GRPOModule(pl.LightningModule):
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
-        self.nonfinite_streak, self.nonfinite_since = 0, -1  # zero gradients are finite
+        self.note_finite_step()  # zero gradients are finite
         return {"loss/policy": 0.0, "loss/kl": 0.0, "train/clip_frac": 0.0, "loss/total": 0.0,
                 "train/skipped_zero_advantage": float(self.grpo.updates_per_batch)} | self.nonfinite_metrics(0)
 
@@ -474,32 +427,9 @@ class GRPOModule(pl.LightningModule):
     # --------------------------------------------------------------- logging
     def log_step(self, summary: StepSummary, rollouts: RolloutBatch, losses: dict[str, float],
                  gen_seconds: float, step_seconds: float) -> None:
-        lengths, correct = summary.lengths.float(), summary.correct
-        gen_tokens = float(lengths.sum())
-        train_tokens = float(rollouts.prompt_mask.sum() + rollouts.completion_mask.sum()) * self.grpo.num_iterations
-        metrics = {f"reward/{name}": value.mean() for name, value in summary.rewards.items()}
-        metrics.update(losses)
-        metrics.update({
-            "accuracy": correct.float().mean(),
-            "verify/miss_rate": (~rollouts.parsed).float().mean().cpu(),
-            # Completions still inside <think> at their end (all graded incorrect): near the
-            # truncation rate when the cap cuts reasoning short; near 1 when the model (or its
-            # tokenizer's decoding) never writes </think>, then see MathVerifier(think_tags=False).
-            "verify/unclosed_think_rate": rollouts.unclosed.float().mean().cpu(),
-            "length/mean": lengths.mean(),
-            "length/mean_correct": logged_mean(lengths, correct),
-            "length/mean_incorrect": logged_mean(lengths, ~correct),
-            # How far apart a problem's G completions are: the spread LAPO's length rewards act on.
-            "length/group_std": group_std(lengths, summary.group_index, len(summary.problem_ids)).mean(),
-            "length/truncation_rate": summary.truncated.float().mean(),
-            "adv/frac_zero_std": zero_spread_groups(summary.rewards["total"], summary.group_index,
-                                                    len(summary.problem_ids)).float().mean(),
-            "perf/gen_tokens_per_s": gen_tokens / max(gen_seconds, 1e-9),
-            "perf/train_tokens_per_s": train_tokens / max(step_seconds - gen_seconds, 1e-9),
-            "perf/step_time_s": step_seconds,
-            "lr": self.lr_schedulers().get_last_lr()[0],
-        })
-        self.log_dict({k: float(v) for k, v in metrics.items()}, batch_size=len(rollouts), sync_dist=True)
+        metrics = step_metrics(summary, rollouts, losses, gen_seconds=gen_seconds, step_seconds=step_seconds,
+                               passes=self.grpo.num_iterations, lr=self.lr_schedulers().get_last_lr()[0])
+        self.log_dict(metrics, batch_size=len(rollouts), sync_dist=True)
         # Groups with no learning signal this step, counted (summed over processes): all
         # truncated, all wrong, all correct, all rewards equal (advantage 0 for every row).
         groups = group_health(summary.correct, summary.truncated, summary.rewards["total"], summary.group_index,
@@ -520,9 +450,7 @@ class GRPOModule(pl.LightningModule):
         if bad:
             step = checkpoint.get("global_step", self.global_step)
             raise NonFiniteWeightsError(nonfinite_weights_message(bad, f"checkpoint at step {step}"))
-        checkpoint["numerical_health"] = {"skipped_nonfinite": self.nonfinite_total,
-                                          "nonfinite_streak": self.nonfinite_streak,
-                                          "nonfinite_since": self.nonfinite_since}
+        checkpoint["numerical_health"] = self.nonfinite_counts()
         # Which run wrote it (model, LoRA, stage), so a resume under another config is refused.
         checkpoint[run_identity.KEY] = self.run_identity()
 
@@ -546,16 +474,3 @@ class GRPOModule(pl.LightningModule):
         lines += run_identity.shape_differences(saved, shapes)
         if lines:
             raise run_identity.refusal(self.trainer.ckpt_path if self._trainer else None, lines, recorded, current)
-
-    def restore_numerical_health(self, checkpoint: dict) -> None:
-        """The skipped-step counts saved by :meth:`on_save_checkpoint` (absent in older checkpoints: 0)."""
-        health = checkpoint.get("numerical_health", {})
-        self.nonfinite_total = int(health.get("skipped_nonfinite", 0))
-        self.nonfinite_streak = int(health.get("nonfinite_streak", 0))
-        self.nonfinite_since = int(health.get("nonfinite_since", -1))
-
-
-def logged_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` where ``mask``, for a logged metric: NaN when the mask is empty (no
-    such rows this step), where ``algo.masked_mean``, which feeds losses, gives 0."""
-    return values[mask].mean() if mask.any() else torch.tensor(float("nan"))
