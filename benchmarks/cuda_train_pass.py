@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from lapo_lightning import GenerationConfig, GRPOConfig, GRPOModule, cost
+    from lapo_lightning import GenerationConfig, GRPOConfig, GRPOModule, cost_advice, model_shape
     from lapo_lightning.algo import grpo_loss
     from lapo_lightning.policy import LoraSettings, PolicyConfig, load_policy
     from lapo_lightning.reference import AdapterDisabled
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         grpo = GRPOConfig(group_size=2, micro_batch_size=args.rows, kl_coef=1e-4, shared_prefix=False,
                           token_aggregation="token_mean", mlp_chunk_tokens=None if args.no_tiled_mlp else 2048)
         generation = GenerationConfig(max_new_tokens=args.tokens)
-        estimate = cost.RunSettings(cost.read_shape(folder), policy, grpo, generation, args.rows // 2,
+        estimate = cost_advice.RunSettings(model_shape.read_shape(folder), policy, grpo, generation, args.rows // 2,
                                     args.prompt).estimate()
         model, _ = load_policy(policy)
         model.to(device).train()

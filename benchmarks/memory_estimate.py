@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from lapo_lightning import cost
+    from lapo_lightning.cost_advice import estimate_table
     from lapo_lightning.cli import build_cli
 
     work = Path(tempfile.mkdtemp(prefix="lapo_mem_"))
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"estimate_gb": est.peak_bytes / cost.GB, "measured_growth_gb": growth / cost.GB,
               "estimate/measured": est.peak_bytes / growth,
               "peak_before_fit_above_rss": (seen["peak_before"] - seen["rss_before"]) / cost.GB}
-    print(est.format())
+    print(estimate_table(est))
     print(f"measured: peak RSS growth during fit {growth / cost.GB:.3f} GB "
           f"(estimate {est.peak_bytes / cost.GB:.3f} GB, ratio {result['estimate/measured']:.2f}); "
           f"peak before fit was {result['peak_before_fit_above_rss']:.3f} GB above the RSS it starts from")

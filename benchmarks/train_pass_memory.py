@@ -224,9 +224,9 @@ def worker(cfg: dict) -> dict:
 
 
 def estimates(folder: str, rows: int, t: int, chunk: int, checkpointing: bool = False) -> dict:
-    from lapo_lightning import cost
+    from lapo_lightning import cost, model_shape
 
-    shape = cost.read_shape(folder)
+    shape = model_shape.read_shape(folder)
     act = cost.training_activation_bytes(shape, rows, PROMPT_TOKENS, t, rows, 4, 16,
                                          cost.adapted_per_layer(shape, "all-linear"), checkpointing)
     return {"act": act / GB, "chunked": cost.head_bytes(rows, t, shape, 4, chunk) / GB,

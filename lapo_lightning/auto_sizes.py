@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from lapo_lightning.config import AUTO
-from lapo_lightning.cost import GB, RunSettings
+from lapo_lightning.cost import GB
+from lapo_lightning.cost_advice import RunSettings
 
 SAFETY_MARGIN = 0.10
 """Share of the device that ``auto`` leaves free: the CUDA context (0.3-0.5 GB), allocator
@@ -76,7 +77,7 @@ def _largest(sizes: list[int], run_with, usable: float, key: str, phase: str, to
     for size in sizes:
         if run_with(size).estimate().peak_bytes <= usable:
             return size
-    from lapo_lightning.cost import what_lowers_it
+    from lapo_lightning.cost_advice import what_lowers_it
 
     smallest = run_with(sizes[-1])
     other = [change for change in what_lowers_it(smallest) if not change.startswith(key)]

@@ -49,8 +49,9 @@ class BadInput(ValueError):
 
 def check(config: str, device_memory_gb: float | None, overrides: list[str]) -> int:
     from lapo_lightning.auto_sizes import AutoSizeError, resolve_auto
-    from lapo_lightning.cost import (GB, RunSettings, UnknownOffline, UnsupportedModel, read_shape_and_source,
-                                     weight_bytes, what_lowers_it)
+    from lapo_lightning.cost import GB, weight_bytes
+    from lapo_lightning.cost_advice import RunSettings, estimate_table, what_lowers_it
+    from lapo_lightning.model_shape import UnknownOffline, UnsupportedModel, read_shape_and_source
     from lapo_lightning.fit_cli import ConfigProblems, build_cli, refuse
 
     if device_memory_gb is not None and not device_memory_gb > 0:
@@ -88,7 +89,7 @@ def check(config: str, device_memory_gb: float | None, overrides: list[str]) -> 
         print(f"auto sizes of {policy.model} on {total / GB:.1f} GB: does not fit")
         return 1
     est = run.estimate()
-    print(est.format())
+    print(estimate_table(est))
     print(f"  {'device':<14} {device}: {total / GB:.1f} GB")
     for line in chosen:
         print(f"  {'auto':<14} {line}")
@@ -155,7 +156,8 @@ def longest_prompt(built, policy, generation) -> tuple[int, str | None]:
     are used: BPE tokenizers average 3.5-4 characters per token on English and LaTeX, so this
     errs long.
     """
-    from lapo_lightning.cost import DEFAULT_PROMPT_TOKENS, longest_prompt_tokens
+    from lapo_lightning.cost import DEFAULT_PROMPT_TOKENS
+    from lapo_lightning.cost_advice import longest_prompt_tokens
     from lapo_lightning.policy import load_tokenizer
     from lapo_lightning.prompts import PlainPrompt
 
@@ -203,7 +205,7 @@ def combination_that_fits(run, total: int) -> list[str] | None:
 
 
 def _greedy(run, total: int, keys: tuple[str, ...] | None):
-    from lapo_lightning.cost import single_changes
+    from lapo_lightning.cost_advice import single_changes
 
     current = run
     for _ in range(24):

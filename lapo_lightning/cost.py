@@ -1,9 +1,10 @@
 """What a run will cost in memory, from its settings and the model's shape: an *estimate*.
 
 Flow: ``lapo fit``'s start-up check (``lapo_lightning/memory_check.py``) and ``lapo check``
-read the model's shape (:func:`read_shape`: its ``config.json``, or the shipped facts of
+read the model's shape (``model_shape.read_shape``: its ``config.json``, or the shipped facts of
 :mod:`lapo_lightning.known_models` offline) and the longest prompt, then call the pure
-functions below, whose :meth:`CostEstimate.format` is the table they print.
+functions below; ``lapo_lightning/cost_advice.py`` prints the estimate as a table and says
+which single setting lowers it. The shape comes from ``lapo_lightning/model_shape.py``.
 
 The estimate is per process (DDP holds one full replica per GPU; ``data.problems_per_step``
 is per process) and models the worst step of the run: every completion runs to
@@ -29,14 +30,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+
+from lapo_lightning.model_shape import ModelShape
 
 
 GB = 1e9  # the table prints decimal gigabytes; comparisons are in bytes
 DEFAULT_PROMPT_TOKENS = 200  # without problems to measure: the paper's plain prompt is ~150 BPE tokens
 LARGE_LORA_SHARE = 0.05  # above this share of the base, a LoRA rank is likely sized for a bigger model
-SUPPORTED = ("llama", "qwen2", "qwen3", "mistral")
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 NF4_BLOCK = 64  # bitsandbytes 4-bit block size: one absmax per 64 weights
 NESTED_BLOCK = 256  # double quantization: the absmaxes quantized in blocks of 256
@@ -50,97 +52,6 @@ SAVED_VALUE_BYTES = 4  # activations kept for backward are counted as fp32 (see 
 # head's dtype size; the second table for a trainable head (a LoRA on lm_head).
 CHUNK_ENTRY_BYTES = {4: 4, 2: 8}
 CHUNK_ENTRY_BYTES_TRAINABLE = {4: 24, 2: 24}
-
-
-class UnsupportedModel(ValueError):
-    """The config is not an architecture whose parameters this module can count."""
-
-
-# ------------------------------------------------------------------ model shape
-@dataclass(frozen=True)
-class ModelShape:
-    """The numbers of a dense decoder that memory depends on, read from its config."""
-
-    model_type: str
-    hidden: int  # h
-    layers: int  # L
-    heads: int  # n_h, query heads
-    kv_heads: int  # n_kv (GQA: fewer than n_h)
-    head_dim: int  # d
-    intermediate: int  # i, MLP width
-    vocab: int  # V
-    tied: bool  # lm_head shares the input embedding
-    qkv_bias: bool
-    o_bias: bool
-    mlp_bias: bool
-    qk_norm: bool  # Qwen3: an RMSNorm of width d on q and on k in every layer
-
-    @classmethod
-    def from_config(cls, config) -> ModelShape:
-        """From a transformers ``PretrainedConfig`` (``AutoConfig.from_pretrained`` reads only config.json).
-
-        Biases follow each architecture's modelling code: Qwen2 has q/k/v biases and none
-        elsewhere; Llama and Qwen3 use ``attention_bias`` for q/k/v/o (Llama also
-        ``mlp_bias``); Mistral has none.
-        """
-        config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        kind = getattr(config, "model_type", None)
-        if kind not in SUPPORTED:
-            raise UnsupportedModel(f"model_type {kind!r} (estimated: {', '.join(SUPPORTED)})")
-        if any(getattr(config, key, 0) or 0 for key in ("num_experts", "num_local_experts", "n_routed_experts")):
-            raise UnsupportedModel(f"{kind} with mixture-of-experts layers")
-        heads = config.num_attention_heads
-        attention_bias = bool(getattr(config, "attention_bias", False))
-        return cls(
-            model_type=kind,
-            hidden=config.hidden_size,
-            layers=config.num_hidden_layers,
-            heads=heads,
-            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
-            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
-            intermediate=config.intermediate_size,
-            vocab=config.vocab_size,
-            tied=bool(getattr(config, "tie_word_embeddings", False)),
-            qkv_bias=kind == "qwen2" or (kind in ("llama", "qwen3") and attention_bias),
-            o_bias=kind in ("llama", "qwen3") and attention_bias,
-            mlp_bias=kind == "llama" and bool(getattr(config, "mlp_bias", False)),
-            qk_norm=kind == "qwen3",
-        )
-
-
-SHIPPED_FACTS = "the architecture facts shipped with lapo (lapo_lightning/known_models.py)"
-
-
-class UnknownOffline(ValueError):
-    """Neither the model's config.json nor shipped facts about it can be read here."""
-
-
-def read_shape(model: str, trust_remote_code: bool = False) -> ModelShape:
-    """The shape of a hub id, local folder or ``tiny:`` model, from its config.json alone."""
-    return read_shape_and_source(model, trust_remote_code)[0]
-
-
-def read_shape_and_source(model: str, trust_remote_code: bool = False) -> tuple[ModelShape, str]:
-    """(shape, where it came from): the model's config.json (hub, cache or folder), else, for a
-    model listed in :mod:`lapo_lightning.known_models`, its shipped facts (offline, nothing cached).
-    Raises :class:`UnknownOffline` naming what to do when neither can be read."""
-    from transformers import AutoConfig
-
-    from lapo_lightning.known_models import KNOWN_MODELS, offline_config
-    from lapo_lightning.policy import resolve_model  # the name resolution load_policy uses
-
-    try:
-        config = AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:  # not cached while offline, no such repo, no network
-        config = offline_config(model)
-        if config is None:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise UnknownOffline(
-                f"model.policy.model: cannot read the config.json of {model!r} ({first}), and lapo ships no "
-                f"architecture facts for it (it has them for {', '.join(sorted(KNOWN_MODELS))}); download the model "
-                f"once (`hf download {model} config.json`) or point model.policy.model at a local folder") from None
-        return ModelShape.from_config(config), SHIPPED_FACTS
-    return ModelShape.from_config(config), "its config.json"
 
 
 @dataclass(frozen=True)
@@ -387,7 +298,7 @@ def head_bytes(rows: int, completion_tokens: int, shape: ModelShape, value_bytes
 # ------------------------------------------------------------------ the estimate
 @dataclass
 class CostEstimate:
-    """One run's estimated memory (bytes) and the numbers behind it; :meth:`format` prints it."""
+    """One run's estimated memory (bytes) and the numbers behind it; ``cost_advice.estimate_table`` prints it."""
 
     model: str
     params: int
@@ -432,39 +343,6 @@ class CostEstimate:
     def peak_bytes(self) -> int:
         return self.weight_bytes + self.lora_state_bytes + max(self.generation_bytes, self.training_bytes)
 
-    def format(self) -> str:
-        """A short table in GB (1e9 bytes): one decimal, three below 1 GB (debug models)."""
-        def size(n: int) -> str:
-            return f"{n / GB:.1f}" if n >= GB else f"{n / GB:.3f}"
-
-        def gb(n: int) -> str:
-            return f"{size(n):>7} GB"
-
-        def count(n: int) -> str:
-            return f"{n / 1e6:,.1f}M" if n >= 1e6 else f"{n:,}"
-
-        ckpt = "on" if self.checkpointing else "off"
-        rows = [
-            ("model", f"{self.model}: {count(self.params)} parameters, {self.weights_label}", gb(self.weight_bytes)),
-            ("LoRA", f"{count(self.lora_params)} parameters ({self.lora_label}, {self.lora_share:.1%} of the model) "
-                     f"+ grads + AdamW",
-             gb(self.lora_state_bytes)),
-            ("rollouts/step", f"{self.problems_per_step} problems x G {self.group_size} = {self.rollouts}, "
-                              f"generated {self.rows_per_call} at a time", ""),
-            ("longest seq", f"{self.prompt_tokens} prompt + {self.max_new_tokens} new = {self.longest_sequence} tokens",
-             ""),
-            ("generation", f"KV cache {size(self.kv_cache_bytes)} GB + sampler {size(self.sampler_bytes)} GB",
-             gb(self.generation_bytes)),
-            ("training", f"micro-batch {self.micro_batch_size}, checkpointing {ckpt}: activations "
-                         f"{size(self.activation_bytes)} GB + output head {size(self.logits_bytes)} GB",
-             gb(self.training_bytes)),
-            ("peak", "weights + LoRA state + max(generation, training)", gb(self.peak_bytes)),
-        ]
-        width = max(len(text) for _, text, _ in rows)
-        lines = ["Memory estimate before loading weights (per process, worst case: every completion at the cap):"]
-        lines += [f"  {name:<14} {text:<{width}} {amount}".rstrip() for name, text, amount in rows]
-        return "\n".join(lines)
-
 
 def estimate(shape: ModelShape, policy, grpo, generation, problems_per_step: int,
              prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> CostEstimate:
@@ -501,77 +379,3 @@ def estimate(shape: ModelShape, policy, grpo, generation, problems_per_step: int
         logits_bytes=head_bytes(micro, cap, shape, value_bytes, grpo.logprob_chunk_tokens,
                                 is_target("lm_head", targets)),
     )
-
-
-# ------------------------------------------------------------------ prompts, devices, refusal
-def longest_prompt_tokens(tokenizer, template, problems: list[str], budget: int | None, sample: int = 64) -> int:
-    """Tokens of the longest rendered prompt (sequences are left-padded to the longest in a batch).
-
-    Only the ``sample`` longest problems by characters are tokenized (cheap on 10k problems);
-    ``budget`` adds the stage-2 budget sentence where the template places one (pass the
-    generation cap: its digits are the most a budget writes).
-    """
-    if not problems:
-        return DEFAULT_PROMPT_TOKENS
-    longest = sorted(problems, key=len, reverse=True)[:sample]
-    texts = [template.render(p, budget, tokenizer) for p in longest]
-    return max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Everything :func:`estimate` reads, so a change to one key can be estimated again."""
-
-    shape: ModelShape
-    policy: object  # PolicyConfig
-    grpo: object  # GRPOConfig
-    generation: object  # GenerationConfig
-    problems_per_step: int
-    prompt_tokens: int = DEFAULT_PROMPT_TOKENS
-
-    def estimate(self) -> CostEstimate:
-        return estimate(self.shape, self.policy, self.grpo, self.generation, self.problems_per_step,
-                        self.prompt_tokens)
-
-
-def single_changes(run: RunSettings) -> list[tuple[str, RunSettings]]:
-    """One-key changes that could lower memory: halve the micro-batch, the cap, the rows per
-    generate() call or the problems per step; turn on checkpointing or 4-bit loading.
-    (Halving keeps ``micro_batch_size`` a divisor of the rollout batch when it was one.)"""
-
-    policy, grpo, gen = run.policy, run.grpo, run.generation
-    rows = min(run.problems_per_step * grpo.group_size, gen.max_rollouts_per_call or 10**9)
-    out = []
-    if grpo.micro_batch_size > 1:
-        m = grpo.micro_batch_size
-        out.append((f"model.grpo.micro_batch_size {m} -> {m // 2}",
-                    replace(run, grpo=replace(grpo, micro_batch_size=m // 2))))
-    if gen.max_new_tokens > 1:
-        cap = gen.max_new_tokens
-        out.append((f"model.generation.max_new_tokens {cap} -> {cap // 2}",
-                    replace(run, generation=replace(gen, max_new_tokens=cap // 2))))
-    if not policy.gradient_checkpointing:
-        out.append(("model.policy.gradient_checkpointing true",
-                    replace(run, policy=replace(policy, gradient_checkpointing=True))))
-    if not policy.load_in_4bit:
-        try:
-            out.append(("model.policy.load_in_4bit true", replace(run, policy=replace(policy, load_in_4bit=True))))
-        except ValueError:  # bitsandbytes is not installed: not a change to suggest
-            pass
-    if rows > 1:
-        out.append((f"model.generation.max_rollouts_per_call {rows // 2}",
-                    replace(run, generation=replace(gen, max_rollouts_per_call=rows // 2))))
-    if run.problems_per_step > 1:
-        b = run.problems_per_step
-        out.append((f"data.problems_per_step {b} -> {b // 2}", replace(run, problems_per_step=b // 2)))
-    return out
-
-
-def what_lowers_it(run: RunSettings) -> list[str]:
-    """The single-key changes that lower the estimated peak, largest saving first, e.g.
-    ``["model.grpo.micro_batch_size 4 -> 2 (-18.3 GB)", ...]``. Estimated, not assumed: 4-bit
-    loading upcasts an fp16 model's stream to fp32, so it can raise the peak of an fp16 run."""
-    peak = run.estimate().peak_bytes
-    savings = [(peak - changed.estimate().peak_bytes, text) for text, changed in single_changes(run)]
-    return [f"{text} (-{saved / GB:.1f} GB)" if saved >= GB else f"{text} (-{saved / GB:.3f} GB)"
-            for saved, text in sorted(savings, key=lambda pair: -pair[0]) if saved > 0]

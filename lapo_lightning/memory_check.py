@@ -3,7 +3,7 @@
 
 Flow: ``GRPOModule.setup`` (after the data module is set up, before ``configure_model``
 loads weights) calls :func:`check_before_loading`. It reads the model's ``config.json``
-(:func:`lapo_lightning.cost.read_shape`, no weights), measures the longest rendered prompt
+(:func:`lapo_lightning.model_shape.read_shape`, no weights), measures the longest rendered prompt
 with the tokenizer, resolves ``auto`` sizes (:mod:`lapo_lightning.auto_sizes`) and prints
 :meth:`~lapo_lightning.cost.CostEstimate.format` on rank zero; a config whose estimated
 peak exceeds the device's total memory (a CUDA GPU, or system RAM on CPU) is refused with a
@@ -19,8 +19,9 @@ import os
 import torch
 
 from lapo_lightning.auto_sizes import has_auto, resolve_auto
-from lapo_lightning.cost import (GB, LARGE_LORA_SHARE, CostEstimate, RunSettings, UnsupportedModel, adapter_settings,
-                                 longest_prompt_tokens, read_shape, what_lowers_it)
+from lapo_lightning.cost import GB, LARGE_LORA_SHARE, CostEstimate, adapter_settings
+from lapo_lightning.cost_advice import RunSettings, estimate_table, longest_prompt_tokens, what_lowers_it
+from lapo_lightning.model_shape import UnsupportedModel, read_shape
 
 SKIP_ENV = "LAPO_SKIP_MEMORY_CHECK"
 NEAR = 0.9  # warn above this share of the device: on an H200 PyTorch reserved up to 8% above the estimate
@@ -100,7 +101,7 @@ def check_before_loading(module, datamodule) -> CostEstimate | None:
     module.grpo, module.generation = run.grpo, run.generation  # `auto` is a number from here on
     est = run.estimate()
     available = f"{total / GB:.1f} GB in total" if total is not None else "total memory unknown"
-    rank_zero_info(est.format() + f"\n  {'device':<14} {device}: {available}"
+    rank_zero_info(estimate_table(est) + f"\n  {'device':<14} {device}: {available}"
                    + "".join(f"\n  {'auto':<14} {line}" for line in chosen))
     if advice := lora_advice(est, adapter_settings(policy)[0]):
         rank_zero_warn(advice)

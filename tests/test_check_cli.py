@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clitools import ROOT, config_in, training_configs
-from lapo_lightning import cost
+from lapo_lightning import cost, cost_advice, model_shape
 from lapo_lightning.auto_sizes import AutoSizeError, resolve_auto
 from lapo_lightning.check_cli import main as check
 from lapo_lightning.config import GRPOConfig
@@ -105,8 +105,8 @@ def test_bad_input_is_one_line_and_exit_2(capsys, args, says):
 
 
 def test_a_model_unknown_offline_names_what_to_do():
-    with pytest.raises(cost.UnknownOffline, match="lapo ships no architecture facts for it .*hf download someone/x"):
-        cost.read_shape_and_source("someone/x")
+    with pytest.raises(model_shape.UnknownOffline, match="lapo ships no architecture facts for it .*hf download someone/x"):
+        model_shape.read_shape_and_source("someone/x")
 
 
 def test_auto_that_cannot_fit_names_the_setting(capsys):
@@ -115,11 +115,11 @@ def test_auto_that_cannot_fit_names_the_setting(capsys):
     assert "model.grpo.micro_batch_size: auto found no size that fits" in out and "change model." in out
 
 
-def stage1_run(max_new_tokens=4096, **grpo) -> cost.RunSettings:
-    shape = cost.ModelShape.from_config(offline_config("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"))
+def stage1_run(max_new_tokens=4096, **grpo) -> cost_advice.RunSettings:
+    shape = model_shape.ModelShape.from_config(offline_config("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"))
     policy = PolicyConfig(model="r1-1.5b", lora=LoraSettings(r=64, alpha=128), gradient_checkpointing=True)
     policy.dtype, policy.load_in_4bit = "bfloat16", True  # set after init: bitsandbytes need not be installed
-    return cost.RunSettings(shape, policy, GRPOConfig(group_size=8, **grpo),
+    return cost_advice.RunSettings(shape, policy, GRPOConfig(group_size=8, **grpo),
                             GenerationConfig(max_new_tokens=max_new_tokens, max_rollouts_per_call="auto"), 16, 150)
 
 

@@ -17,7 +17,7 @@ from transformers import (AutoModelForCausalLM, GPT2Config, LlamaConfig, Mistral
                           Qwen3Config)
 
 from clitools import ROOT, config_in, fit
-from lapo_lightning import cost, memory_check
+from lapo_lightning import cost, cost_advice, memory_check, model_shape
 from lapo_lightning.config import GRPOConfig
 from lapo_lightning.policy import LoraSettings, PolicyConfig, load_policy
 from lapo_lightning.prompts import PlainPrompt
@@ -42,12 +42,12 @@ STAGE1_SHAPE = Qwen2Config(hidden_size=1536, num_hidden_layers=28, num_attention
 def test_parameter_count_equals_the_real_model(name):
     config = REAL_SHAPES[name]
     model = AutoModelForCausalLM.from_config(config)
-    assert cost.parameter_count(cost.ModelShape.from_config(config)) == sum(p.numel() for p in model.parameters())
+    assert cost.parameter_count(model_shape.ModelShape.from_config(config)) == sum(p.numel() for p in model.parameters())
 
 
 def test_hand_computed_examples():
     # tiny:llama's shape: h 64, 2 layers, 4 heads of 16, 2 KV heads, i 128, V 263, untied.
-    tiny = cost.ModelShape("llama", hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate=128,
+    tiny = model_shape.ModelShape("llama", hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate=128,
                            vocab=263, tied=False, qkv_bias=False, o_bias=False, mlp_bias=False, qk_norm=False)
     # per layer 4096 + 2048 + 2048 + 4096 + 3 * 8192 = 36,864, norms 128; 2 * 263 * 64 = 33,664; final norm 64
     assert cost.parameter_count(tiny) == 2 * (36_864 + 128) + 33_664 + 64
@@ -59,7 +59,7 @@ def test_hand_computed_examples():
     assert cost.values_saved_per_token(tiny, 8, 7) == 1_084
     # micro-batches keep groups together: 4 rows of a group of 8 -> 1 prompt; 8 rows, G 4 -> 2
     assert [cost.prompts_per_micro_batch(m, g) for m, g in ((4, 8), (8, 4), (6, 4), (1, 8))] == [1, 2, 3, 1]
-    stage1 = cost.ModelShape.from_config(STAGE1_SHAPE)
+    stage1 = model_shape.ModelShape.from_config(STAGE1_SHAPE)
     # per layer: q 1536*1536 + 1536, k and v 1536*256 + 256 each, o 1536*1536, MLP 3 * 1536*8960,
     # norms 2 * 1536 = 46,797,824; x 28 + embedding 151,936 * 1536 + final norm 1536
     assert cost.parameter_count(stage1) == 28 * 46_797_824 + 233_373_696 + 1536 == 1_543_714_304
@@ -68,8 +68,8 @@ def test_hand_computed_examples():
 
 
 def test_unsupported_architectures_are_named():
-    with pytest.raises(cost.UnsupportedModel, match="gpt2"):
-        cost.ModelShape.from_config(GPT2Config())
+    with pytest.raises(model_shape.UnsupportedModel, match="gpt2"):
+        model_shape.ModelShape.from_config(GPT2Config())
 
 
 @pytest.mark.parametrize(("model", "lora"), [
@@ -80,7 +80,7 @@ def test_unsupported_architectures_are_named():
 def test_lora_count_equals_peft(model, lora):
     policy, _ = load_policy(PolicyConfig(model=model, lora=lora))
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
-    assert cost.lora_parameter_count(cost.read_shape(model), lora.r, lora.target_modules) == trainable
+    assert cost.lora_parameter_count(model_shape.read_shape(model), lora.r, lora.target_modules) == trainable
 
 
 def stored_bytes(model) -> int:
@@ -103,7 +103,7 @@ def test_weight_bytes_and_dtypes_match_a_loaded_model(four_bit):
     name = "tiny:qwen2-h256-l2"
     cfg = PolicyConfig(model=name, dtype="bfloat16", load_in_4bit=four_bit)
     model, _ = load_policy(cfg)
-    shape = cost.read_shape(name)
+    shape = model_shape.read_shape(name)
     assert cost.weight_bytes(shape, cfg.dtype, four_bit, cfg.bnb_double_quant) == stored_bytes(model)
     # LORA_STATE_BYTES assumes fp32 adapters (peft upcasts them); activation_dtype_bytes that the
     # keys/values and logits keep the bf16 dtype in 4-bit as they do unquantized.
@@ -115,7 +115,7 @@ def test_weight_bytes_and_dtypes_match_a_loaded_model(four_bit):
 
 
 def test_4bit_is_smaller_than_bf16_smaller_than_fp32():
-    shape = cost.ModelShape.from_config(STAGE1_SHAPE)
+    shape = model_shape.ModelShape.from_config(STAGE1_SHAPE)
     nf4 = cost.weight_bytes(shape, "bfloat16", True)
     assert nf4 < cost.weight_bytes(shape, "bfloat16", False) < cost.weight_bytes(shape, "float32", False)
     assert cost.weight_bytes(shape, "bfloat16", True, double_quant=False) > nf4  # fp32 absmax per block
@@ -145,7 +145,7 @@ def saved_for_backward(model, rows: int, seq: int) -> int:
 def test_activation_formula_is_just_above_what_autograd_keeps(name):
     model, _ = load_policy(PolicyConfig(model=name, lora=LoraSettings(r=8)))
     model.train()
-    shape, rows, seq = cost.read_shape(name), 2, 128
+    shape, rows, seq = model_shape.read_shape(name), 2, 128
     measured = saved_for_backward(model, rows, seq)
     # The padded forward: no separate prompt, every row its own sequence.
     estimated = cost.training_activation_bytes(shape, rows, 0, seq, rows, 4, 8, 7, checkpointing=False)
@@ -155,7 +155,7 @@ def test_activation_formula_is_just_above_what_autograd_keeps(name):
     assert checkpointed < estimated
 
 
-def stage1_run(**changes) -> cost.RunSettings:
+def stage1_run(**changes) -> cost_advice.RunSettings:
     """configs/stage1.yaml's settings on the stage-1 shape (200-token prompts), with changes by field name."""
     policy = PolicyConfig(model="stage1-shape", lora=LoraSettings(r=64, alpha=128), gradient_checkpointing=True)
     policy.dtype, policy.load_in_4bit = "bfloat16", True  # set after init: bitsandbytes need not be installed
@@ -167,7 +167,7 @@ def stage1_run(**changes) -> cost.RunSettings:
         for key in [k for k in changes if k in fields]:
             setattr(obj, key, changes.pop(key))
     assert not changes, f"unknown settings {changes}"
-    return cost.RunSettings(cost.ModelShape.from_config(STAGE1_SHAPE), policy, grpo, generation, per_step, 200)
+    return cost_advice.RunSettings(model_shape.ModelShape.from_config(STAGE1_SHAPE), policy, grpo, generation, per_step, 200)
 
 
 def stage1_estimate(**changes) -> cost.CostEstimate:
@@ -187,7 +187,7 @@ def test_estimate_grows_with_what_it_should():
     assert stage1_estimate(max_rollouts_per_call=None, group_size=16).kv_cache_bytes \
         > stage1_estimate(max_rollouts_per_call=None).kv_cache_bytes
     assert stage1_estimate(problems_per_step=4).rows_per_call == 32  # 4 * 8 rollouts, below the 64 cap
-    table = base.format()
+    table = cost_advice.estimate_table(base)
     assert "4-bit NF4" in table and "16 problems x G 8 = 128" in table and "200 prompt + 4096 new = 4296" in table
 
 
@@ -204,12 +204,12 @@ def test_4bit_is_suggested_only_where_it_lowers_the_estimate():
     # bf16: 4-bit keeps the bf16 stream, so it only shrinks the weights.
     bf16 = stage1_run(load_in_4bit=False)
     assert stage1_run(load_in_4bit=True).estimate().peak_bytes < bf16.estimate().peak_bytes
-    assert any("load_in_4bit" in change for change in cost.what_lowers_it(bf16))
+    assert any("load_in_4bit" in change for change in cost_advice.what_lowers_it(bf16))
     # fp16: 4-bit loading upcasts the stream to fp32, so the KV cache doubles: for the stage-1
     # shape that outweighs the smaller weights, and it is not suggested.
     fp16 = stage1_run(load_in_4bit=False, dtype="float16")
     assert stage1_run(load_in_4bit=True, dtype="float16").estimate().peak_bytes > fp16.estimate().peak_bytes
-    assert not any("load_in_4bit" in change for change in cost.what_lowers_it(fp16))
+    assert not any("load_in_4bit" in change for change in cost_advice.what_lowers_it(fp16))
 
 
 def test_longest_prompt_is_measured_with_the_budget_sentence():
@@ -218,10 +218,10 @@ def test_longest_prompt_is_measured_with_the_budget_sentence():
     tokenizer = load_tokenizer(PolicyConfig(model="tiny:llama"))
     prompt = PlainPrompt()
     problems = ["1+1?", "What is 12 times 12, then plus 7?"]
-    without = cost.longest_prompt_tokens(tokenizer, prompt, problems, None)
+    without = cost_advice.longest_prompt_tokens(tokenizer, prompt, problems, None)
     assert without == len(tokenizer(prompt.render(problems[1]), add_special_tokens=False)["input_ids"])
-    assert cost.longest_prompt_tokens(tokenizer, prompt, problems, 4096) > without
-    assert cost.longest_prompt_tokens(tokenizer, prompt, [], None) == cost.DEFAULT_PROMPT_TOKENS
+    assert cost_advice.longest_prompt_tokens(tokenizer, prompt, problems, 4096) > without
+    assert cost_advice.longest_prompt_tokens(tokenizer, prompt, [], None) == cost.DEFAULT_PROMPT_TOKENS
 
 
 # ------------------------------------------------------------------ wiring through `lapo fit`
@@ -289,8 +289,8 @@ def test_a_lora_rank_sized_for_a_bigger_model_is_pointed_out():
     """r 64 on all linears is ~1.2% of the 1.5B shape (no advice) but 14% of SmolLM2-135M's shape."""
     big = stage1_estimate()
     assert big.lora_share < cost.LARGE_LORA_SHARE and memory_check.lora_advice(big, 64) is None
-    assert f"{big.lora_share:.1%} of the model" in big.format()
-    small_shape = cost.ModelShape.from_config(LlamaConfig(  # SmolLM2-135M's shape
+    assert f"{big.lora_share:.1%} of the model" in cost_advice.estimate_table(big)
+    small_shape = model_shape.ModelShape.from_config(LlamaConfig(  # SmolLM2-135M's shape
         hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
         vocab_size=49152, tie_word_embeddings=True))
     run = dataclasses.replace(stage1_run(), shape=small_shape)

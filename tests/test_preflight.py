@@ -361,7 +361,7 @@ def test_folder_write_problem(tmp_path):
 def test_no_remote_code_runs_unless_the_config_asks(monkeypatch):
     import transformers
 
-    from lapo_lightning import cost
+    from lapo_lightning import model_shape
     from lapo_lightning.evaluation.models import ModelSpec, check_models
     from lapo_lightning.model_source import resolve
     from lapo_lightning.policy import PolicyConfig, load_tokenizer
@@ -382,7 +382,7 @@ def test_no_remote_code_runs_unless_the_config_asks(monkeypatch):
         seen.clear()
         for load in (lambda: load_tokenizer(PolicyConfig(**settings)),
                      lambda: REAL_LOAD_BASE_MODEL(PolicyConfig(**settings)),
-                     lambda: cost.read_shape("tiny:llama", **settings),
+                     lambda: model_shape.read_shape("tiny:llama", **settings),
                      lambda: preflight.check_model_fit(preflight.Built({"model.policy": PolicyConfig(**settings)}))):
             try:
                 load()
