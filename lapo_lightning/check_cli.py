@@ -115,26 +115,17 @@ def startup_check(cfg) -> tuple[list[str], list[str], object]:
     from lapo_lightning.model_source import availability_problem
 
     built = preflight.Built()
-    rules = preflight.rule_problems(cfg)
-    problems = preflight.build_sections(cfg, built, build_model=not rules) + rules + preflight.trainer_problems(cfg)
-    data_problems = preflight.check_data(built)
-    problems += data_problems + preflight.check_outputs(cfg, built)
-    model_problems = preflight.check_model_sources(built)
+    problems = preflight.check_settings(cfg, built)
     policy = built.get("model.policy")
     offline = policy is not None and policy.model in KNOWN_MODELS and availability_problem(policy.model) is not None
-    if offline:
-        model_problems = [p for p in model_problems if not p.startswith(("model.policy.model:", "model.policy.tokenizer:"))]
     pending = not_written_yet(built)
-    model_problems = [p for p in model_problems if not p.startswith(tuple(f"{key}:" for key in pending))]
-    problems += model_problems + [p for p in preflight.check_tables(built)
-                                  if not p.startswith(tuple(f"{key}:" for key in pending))]
-    if not model_problems and not offline:
-        problems += preflight.check_model_fit(built, with_prompts=not data_problems)
+    skip = tuple(f"{key}:" for key in pending) + (("model.policy.model:", "model.policy.tokenizer:") if offline else ())
+    problems += preflight.check_inputs(cfg, built, skip=skip, context=not offline)
     notes = [f"{key}: {path} does not exist yet (an earlier stage writes it)" for key, path in pending.items()]
     if offline:
         notes.append(f"{policy.model} is not in the local Hugging Face cache: the prompts were not tokenized and the "
                      "model's context was not checked")
-    return list(dict.fromkeys(problems)), notes, built
+    return preflight.dedupe(problems), notes, built
 
 
 def not_written_yet(built) -> dict[str, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from clitools import ROOT, config_in, fit
-from lapo_lightning import preflight
+from lapo_lightning import preflight, preflight_inputs, preflight_settings
 from lapo_lightning.config import ConfigError, GRPOConfig, OptimConfig, training_problems
 from lapo_lightning.parse_errors import summarize
 from lapo_lightning.policy import load_base_model as REAL_LOAD_BASE_MODEL  # the fixture below replaces it
@@ -350,10 +350,10 @@ def test_the_module_refuses_kl_without_a_reference_with_the_shared_rule():
 
 
 def test_folder_write_problem(tmp_path):
-    assert preflight.folder_write_problem(tmp_path / "new" / "deeper") is None  # nothing created
+    assert preflight_inputs.folder_write_problem(tmp_path / "new" / "deeper") is None  # nothing created
     assert not (tmp_path / "new").exists()
     (tmp_path / "f").write_text("x")
-    assert preflight.folder_write_problem(tmp_path / "f" / "sub") == (
+    assert preflight_inputs.folder_write_problem(tmp_path / "f" / "sub") == (
         f"cannot create {tmp_path / 'f' / 'sub'}: {tmp_path / 'f'} is a file, not a folder")
 
 
@@ -383,7 +383,7 @@ def test_no_remote_code_runs_unless_the_config_asks(monkeypatch):
         for load in (lambda: load_tokenizer(PolicyConfig(**settings)),
                      lambda: REAL_LOAD_BASE_MODEL(PolicyConfig(**settings)),
                      lambda: model_shape.read_shape("tiny:llama", **settings),
-                     lambda: preflight.check_model_fit(preflight.Built({"model.policy": PolicyConfig(**settings)}))):
+                     lambda: preflight_inputs.check_model_fit(preflight.Built({"model.policy": PolicyConfig(**settings)}))):
             try:
                 load()
             except RuntimeError:
@@ -420,7 +420,7 @@ def test_other_modules_are_checked_through_their_base_class_arguments(tmp_path, 
     from lapo_lightning.data import ProblemFields
     from lapo_lightning.sft import SFTDataModule
 
-    assert preflight._init_hints(SFTDataModule)["fields"] is ProblemFields  # through **kwargs to LapoDataModule
+    assert preflight_settings._init_hints(SFTDataModule)["fields"] is ProblemFields  # through **kwargs to LapoDataModule
     config = config_in(tmp_path, "demo/sft.yaml")
     assert refused(capsys, config, "--data.completion_field", "nope", "--data.max_problems", "8") == [
         "data.completion_field: 8 problems of data.train_file have no text field 'nope', e.g. id 'sft-00000'"]
