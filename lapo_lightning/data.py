@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from lapo_lightning.data_recipe import is_recipe
 from lapo_lightning.order import EpochShuffle
 from lapo_lightning.problems import (  # noqa: F401 - re-exported: callers import them from here
     LOCAL_SUFFIXES,
@@ -76,14 +77,15 @@ class LapoDataModule(pl.LightningDataModule):
         """Problems for GRPO/LAPO training, batched as ``ProblemBatch``.
 
         Args:
-            train_file: local .jsonl/.json/.parquet file, or a hub dataset id.
+            train_file: local .jsonl/.json/.parquet file, a hub dataset id, or a data recipe (.yaml,
+                ``configs/data/``) whose resolved set both stages read (``lapo data --config RECIPE``).
             val_file: optional validation problems (same formats); excludes val_fraction.
             fields: column names for problem, answer and id.
             problems_per_step: problems per optimizer step on each process (B); each gets G
                 rollouts. A batch (one generation) holds B x ``steps_per_generation`` problems.
             val_fraction: share of train_file held out for validation (seeded), 0 = none.
             max_problems: keep only the first N problems of train_file (before any holdout).
-            seed: seeds the shuffle order and the holdout.
+            seed: seeds the shuffle order, the holdout and a recipe's draws.
             num_workers: DataLoader worker processes.
             dataset_name: hub dataset config name (hub ids only).
             split: hub dataset split (hub ids only).
@@ -121,7 +123,7 @@ class LapoDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._train is not None:  # idempotent: Lightning may call setup once per stage
             return
-        problems = load_problems(self.train_file, self.fields, self.split, self.dataset_name, "data.train_file")
+        problems = load_problems(self.train_source(), self.fields, self.split, self.dataset_name, "data.train_file")
         problems = problems[: self.max_problems]
         val: list[Problem] = []
         if self.val_file:
@@ -138,6 +140,20 @@ class LapoDataModule(pl.LightningDataModule):
             val = [p for i, p in enumerate(problems) if i in held]  # keep file order within each split
             problems = [p for i, p in enumerate(problems) if i not in held]
         self._train, self._val = problems, val
+
+    def prepare_data(self) -> None:
+        """Lightning calls this once per machine (local rank 0) before ``setup``: a recipe's
+        resolved set is written here when there is none yet, so the other processes only read it."""
+        self.train_source()
+
+    def train_source(self) -> str:
+        """The file the training problems are read from: ``train_file``, or, when that names a
+        data recipe, its resolved set (written now if missing; refused if stale: ``resolved_set.py``)."""
+        if not is_recipe(self.train_file):
+            return self.train_file
+        from lapo_lightning.resolved_set import ensure_resolved
+
+        return str(ensure_resolved(self.train_file, self.seed))
 
     @property
     def train_problems(self) -> list[Problem]:

@@ -39,7 +39,7 @@ class DataError(ValueError):
 MAX_REPORTED = 20  # problems listed per file; the rest are counted
 
 
-def _raise_all(problems: list[str], key: str, source: str) -> None:
+def raise_all(problems: list[str], key: str, source: str) -> None:
     """Raise one DataError listing every problem (the first MAX_REPORTED, then a count)."""
     if not problems:
         return
@@ -103,7 +103,7 @@ def load_problems(
     """
     errors: list[str] = []
     if is_local_source(source):
-        unit, rows = _read_local(Path(source).expanduser(), key, errors)
+        unit, rows = read_local(Path(source).expanduser(), key, errors)
         where = f"{source} {unit}"
     else:
         rows, where = _read_hub(source, name, split, key), f"hub dataset {source!r} (split {split}) row"
@@ -116,11 +116,11 @@ def load_problems(
     if not problems and not errors:
         raise DataError(f"{key}: {source} holds no problems (empty dataset)")
     errors += _unique_problems([p.id for p in problems], numbers, source, key, fields, fields_key)
-    _raise_all(errors, key, source)
+    raise_all(errors, key, source)
     return problems
 
 
-def _read_local(path: Path, key: str, errors: list[str]) -> tuple[str, list[tuple[int, dict]]]:
+def read_local(path: Path, key: str, errors: list[str]) -> tuple[str, list[tuple[int, dict]]]:
     """("line" or "row", [(number, row)]); numbers are 1-based so they match an editor.
 
     A file that cannot be read at all raises; a bad line or row is appended to ``errors``
