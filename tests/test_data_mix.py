@@ -300,3 +300,41 @@ def test_lapo_dispatches_data(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as done:
         main(["data", "--config", str(tmp_path / "missing.yaml")])
     assert done.value.code == 2
+
+
+@pytest.mark.slow
+def test_lapo_fit_stage_one_then_two_train_on_one_resolved_set(tmp_path, monkeypatch, capsys):
+    """The debug LAPO chain with a recipe as data.train_file: stage 1 (one step over the whole
+    4-problem set) writes the set in prepare_data; the stage-2 config reads the same file and its
+    BudgetTargets accepts stage 1's table; a stage 2 that would draw another set (another seed)
+    is refused at lapo fit's start-up with the command that resolves it."""
+    from clitools import config_in, fit
+
+    from lapo_lightning.callbacks.budgets import BudgetTargets
+    from lapo_lightning.cli import build_cli
+    from lapo_lightning.length_table import LengthTable
+
+    monkeypatch.chdir(ROOT)
+    recipe = recipe_file(tmp_path, output=str(tmp_path / "set.jsonl"), sources=[
+        {"name": "debug", "path": "data/debug_arithmetic.jsonl", "columns": {"level": "level", "id": None}, "count": 4}])
+    use = {"train_file: data/debug_arithmetic.jsonl": f"train_file: {recipe}"}
+    stage1 = fit(config_in(tmp_path / "s1", "debug/stage1.yaml", **use), "--trainer.max_steps", "1")
+    written = (tmp_path / "set.jsonl").read_bytes()
+    ids = stage1.datamodule.problem_ids
+    assert len(ids) == 4 and all(pid.startswith("q-") for pid in ids)  # one step of 4 problems: the whole set
+    table_path = next((tmp_path / "s1" / "runs").rglob("length_table.json"))
+    table = LengthTable.load(table_path)
+    assert table.metadata["dataset"]["content_hashes"] == stage1.datamodule.content_hashes()
+    stage2_config = config_in(tmp_path / "s2", "debug/stage2.yaml", **use).read_text()
+    stage2_config = stage2_config.replace(str(tmp_path / "s2" / "runs" / "debug_stage1"),
+                                          str(tmp_path / "s1" / "runs" / "debug_stage1"))
+    (tmp_path / "s2" / "stage2.yaml").write_text(stage2_config)
+    stage2 = build_cli(["--config", str(tmp_path / "s2" / "stage2.yaml")], run=False)  # no training: its inputs
+    (budgets,) = [cb for cb in stage2.trainer.callbacks if isinstance(cb, BudgetTargets)]
+    stage2.datamodule.prepare_data()
+    budgets.check_dataset(LengthTable.load(budgets.table), stage2.datamodule.problem_ids, stage2.datamodule.describe())
+    assert stage2.datamodule.problem_ids == ids and (tmp_path / "set.jsonl").read_bytes() == written
+    with pytest.raises((SystemExit, ValueError)) as err:  # lapo fit's start-up check, before any weights
+        fit(tmp_path / "s2" / "stage2.yaml", "--data.seed", "1")
+    message = str(err.value) + capsys.readouterr().err
+    assert "drawn with seed 0, this run's data.seed is 1" in message and "lapo data --config" in message
