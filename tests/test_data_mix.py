@@ -242,6 +242,19 @@ def test_stage_two_refuses_a_table_from_another_resolved_set_naming_how_many(tmp
                                                            other.describe())
 
 
+def test_lapo_table_matches_a_table_against_a_recipes_resolved_set(tmp_path, capsys):
+    from lapo_lightning.length_table import LengthEntry, LengthTable
+    from lapo_lightning.length_table import main as table_main
+
+    files = two_sources(tmp_path)
+    path = recipe_file(tmp_path, sources=[{"name": "a", "path": files["a"], "count": 10}])
+    ids = [json.loads(line)["id"] for line in ensure_resolved(path, 0).read_text().splitlines()]
+    LengthTable({pid: LengthEntry(50.0, 40.0, 60.0, 2, 1, True) for pid in ids[:5]}).save(tmp_path / "t.json")
+    assert table_main([str(tmp_path / "t.json"), "--dataset", path]) == 0
+    out = capsys.readouterr().out
+    assert "(coverage 50.0%)" in out and "missing_from_table: 5" in out
+
+
 # ----- lapo data and the paper's mix ----------------------------------------------------------
 def paper_offline(tmp_path: Path, monkeypatch) -> str:
     """configs/data/paper_mix_offline.yaml with its output in tmp_path, run from the repository."""
@@ -318,7 +331,8 @@ def test_lapo_fit_stage_one_then_two_train_on_one_resolved_set(tmp_path, monkeyp
     recipe = recipe_file(tmp_path, output=str(tmp_path / "set.jsonl"), sources=[
         {"name": "debug", "path": "data/debug_arithmetic.jsonl", "columns": {"level": "level", "id": None}, "count": 4}])
     use = {"train_file: data/debug_arithmetic.jsonl": f"train_file: {recipe}"}
-    stage1 = fit(config_in(tmp_path / "s1", "debug/stage1.yaml", **use), "--trainer.max_steps", "1")
+    small = ["--model.grpo.group_size", "2", "--model.grpo.micro_batch_size", "8", "--model.generation.max_new_tokens", "8"]
+    stage1 = fit(config_in(tmp_path / "s1", "debug/stage1.yaml", **use), "--trainer.max_steps", "1", *small)
     written = (tmp_path / "set.jsonl").read_bytes()
     ids = stage1.datamodule.problem_ids
     assert len(ids) == 4 and all(pid.startswith("q-") for pid in ids)  # one step of 4 problems: the whole set

@@ -67,6 +67,19 @@ def test_a_hub_layout_folder_loads_through_the_hub_path_with_config_and_split(tm
     assert test["answer"] == ["7"] and test["level"] == [1.0]
 
 
+def test_a_folder_of_data_files_without_a_card_loads_its_split_from_the_file_names(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "plain").mkdir()
+    pq.write_table(pa.Table.from_pylist([{"problem": "p1", "answer": "1"}, {"problem": "p2", "answer": "2"}]),
+                   tmp_path / "plain" / "train.parquet")
+    pq.write_table(pa.Table.from_pylist([{"problem": "t1", "answer": "3"}]), tmp_path / "plain" / "test.parquet")
+    train = load(source_from_dict({"path": str(tmp_path / "plain")}, "s"), tmp_path)
+    test = load(source_from_dict({"path": str(tmp_path / "plain"), "split": "test"}, "s"), tmp_path)
+    assert train["problem"] == ["p1", "p2"] and test["answer"] == ["3"]
+
+
 def test_hub_layout_folder_config_and_split_errors_name_the_setting(tmp_path):
     folder = hub_folder(tmp_path / "hub", ROWS)
     with pytest.raises(DataError, match=r"sources\[0\]\.config: 'nope' is not a configuration of .*hub.*default"):
