@@ -123,7 +123,8 @@ class LapoDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._train is not None:  # idempotent: Lightning may call setup once per stage
             return
-        problems = load_problems(self.train_source(), self.fields, self.split, self.dataset_name, "data.train_file")
+        fields = ProblemFields() if is_recipe(self.train_file) else self.fields  # a resolved set has the standard ones
+        problems = load_problems(self.train_source(), fields, self.split, self.dataset_name, "data.train_file")
         problems = problems[: self.max_problems]
         val: list[Problem] = []
         if self.val_file:

@@ -280,7 +280,8 @@ def _standard_rows(batch: dict[str, list], indices: list[int], columns: dict[str
             answer = extract_boxed(solutions[i])
             answer = answer.strip() if answer and answer.strip() else None
             answer_issue = None if answer else "no \\boxed{} answer in its solution"
-        issue = issue or (answer_issue or "no answer" if answer is None else None)
+        if issue is None and answer is None:
+            issue = answer_issue or "no answer"
         key = text_key(problem) if problem is not None else None
         raw_id = ids[i]
         if raw_id not in (None, "") and (why := id_problem(raw_id)) is not None:
