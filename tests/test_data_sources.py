@@ -90,10 +90,18 @@ def test_hub_layout_folder_config_and_split_errors_name_the_setting(tmp_path):
 
 
 def test_a_hub_id_offline_says_what_to_do(tmp_path, monkeypatch):
+    import datasets
+
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    calls = []
+    real = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
     source = source_from_dict({"path": "no-such-org/no-such-set", "revision": "abc123"}, "sources[2]")
     with pytest.raises(DataError) as err:
         load(source, tmp_path)
+    # The call a hub-layout folder gets too (test above), with the revision a hub id may pin.
+    assert calls == [(("no-such-org/no-such-set", None), {"split": "train", "revision": "abc123",
+                                                         "cache_dir": str(tmp_path / "cache")})]
     text = str(err.value)
     assert text.startswith("sources[2].path: could not load 'no-such-org/no-such-set' (config None, split train, "
                            "revision abc123)") and "Use a local file or folder" in text
