@@ -7,7 +7,7 @@ heavy at import time, so ``lapo table`` starts in a fraction of a second instead
 of torch/transformers/Lightning imports.
 
 ``lapo fit --config configs/stage1.yaml`` trains; ``lapo table PATH`` prints a length
-table's summary. Any importable class is a plugin through ``class_path``; the package
+table's summary; ``lapo data --config RECIPE`` resolves a data recipe (``lapo_lightning/data_cli.py``). Any importable class is a plugin through ``class_path``; the package
 re-exports the public ones so YAML can use short names (``class_path: LengthBand``).
 ``lapo eval --config configs/eval.yaml`` evaluates models (``lapo_lightning/evaluation``);
 ``lapo check --config FILE --device-memory GB`` says whether a training config fits a card,
@@ -95,6 +95,7 @@ commands:
   check    will a training config fit a card, before anything loads: lapo check --config FILE --device-memory 12
   eval     evaluate models on benchmarks, one report: lapo eval --config configs/eval.yaml
   answer   answer one question with a trained adapter: lapo answer --adapter DIR "question"
+  data     resolve a data recipe into the problem set both stages read: lapo data --config configs/data/paper_mix_offline.yaml
   table    summarise a stage-1 length table: lapo table runs/stage1/length_table.json
   plot     a run's training curves as PNGs (written at the end of every fit too): lapo plot runs/stage1
   demo     the whole LAPO pipeline on a laptop CPU, offline: lapo demo
@@ -112,6 +113,10 @@ def main(args: list[str] | None = None) -> LapoCLI | None:
         from lapo_lightning.length_table import main as table_main
 
         raise SystemExit(table_main(argv[1:]))
+    if argv[:1] == ["data"]:  # `lapo data --config RECIPE`: sources mixed, checked, written once for both stages
+        from lapo_lightning.data_cli import main as data_main
+
+        raise SystemExit(data_main(argv[1:]))
     if argv[:1] == ["plot"]:  # `lapo plot RUN_DIR`: training curves from the run's metrics.csv
         from lapo_lightning.run_plots import main as plot_main
 

@@ -242,11 +242,14 @@ def coverage_advice(share: float) -> str:
 
 
 def _dataset_ids(path: str, problem: str, answer: str, id_field: str | None) -> list[str]:
-    """Problem ids of ``--dataset``, read as the data module reads them. Imported here only:
-    the data module loads torch and Lightning, which a plain ``lapo table PATH`` never needs."""
-    from lapo_lightning.data import DataError, ProblemFields, load_problems
+    """Problem ids of ``--dataset``, read as the data module reads them (a data recipe: its
+    resolved set). Imported here only: a plain ``lapo table PATH`` needs none of it."""
+    from lapo_lightning.data_recipe import is_recipe, load_recipe
+    from lapo_lightning.problems import DataError, ProblemFields, load_problems
 
     try:
+        if is_recipe(path):
+            path = load_recipe(path).output
         return [p.id for p in load_problems(path, ProblemFields(problem, answer, id_field), key="--dataset")]
     except DataError as e:  # one error type for main to print
         raise LengthTableError(str(e)) from None
@@ -255,7 +258,8 @@ def _dataset_ids(path: str, problem: str, answer: str, id_field: str | None) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lapo_lightning.length_table", description=__doc__.split("\n")[0])
     parser.add_argument("path", help="length table JSON written by stage 1")
-    parser.add_argument("--dataset", help="problems file (.jsonl/.json/.parquet) to match the table against")
+    parser.add_argument("--dataset", help="problems file (.jsonl/.json/.parquet), or a data recipe (.yaml: its "
+                        "resolved set), to match the table against")
     parser.add_argument("--problem-field", default="problem")
     parser.add_argument("--answer-field", default="answer")
     parser.add_argument("--id-field", default="id", help="'' hashes the problem text, as the data module does")

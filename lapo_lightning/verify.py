@@ -22,9 +22,10 @@ import torch
 from math_verify import parse, verify
 from torch import Tensor
 
+from lapo_lightning.boxed import BOX_OPEN as _BOX_OPEN
+from lapo_lightning.boxed import extract_boxed
 from lapo_lightning.prompts import THINK, THINK_END
 
-_BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # The one fallback when there is no box: "the answer is X" / "final answer: X" (last one).
 _ANSWER_PHRASE = re.compile(r"answer\s*(?:is\s*:?|:)\s*", re.IGNORECASE)
 _WORKING = re.compile(r"^[\d\s.,+\-*/×÷()$]+=")  # "4 + 1 = 5": arithmetic before the result
@@ -50,35 +51,6 @@ def after_reasoning(text: str, prompt_opened: bool = False) -> str | None:
     if text.rfind(THINK) > close or (prompt_opened and close < 0):
         return None
     return text[close + len(THINK_END):] if close >= 0 else text
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), braces balanced.
-
-    Escaped braces (``\\{``, ``\\}``) do not count. If the last box is never closed (a
-    completion cut off by the token cap) the result is None, not an earlier box: the
-    model's final answer is missing.
-
-    Example: ``extract_boxed(r"so \\boxed{1} ... \\boxed{\\frac{1}{2}}.")`` -> ``r"\\frac{1}{2}"``.
-    """
-    opens = list(_BOX_OPEN.finditer(text))
-    if not opens:
-        return None
-    start = opens[-1].end()
-    depth, i = 1, start
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2  # skip the escaped character (\{, \}, \\)
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start:i]
-        i += 1
-    return None
 
 
 def extract_answer(text: str, fallback: bool = True) -> str | None:

@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def training_configs() -> list[Path]:
     """Every shipped ``lapo fit`` config: configs/**/*.yaml except the ``lapo eval`` configs
-    (eval*.yaml) and the ``lapo compare`` phase lists (configs/compare/*.yaml)."""
+    (eval*.yaml), the ``lapo compare`` phase lists (configs/compare/*.yaml) and the data recipes
+    (configs/data/*.yaml, read by ``lapo data`` and through ``data.train_file``)."""
     return sorted(p for p in (ROOT / "configs").rglob("*.yaml")
-                  if not p.name.startswith("eval") and p.parent != ROOT / "configs" / "compare")
+                  if not p.name.startswith("eval") and p.parent not in (ROOT / "configs" / "compare", ROOT / "configs" / "data"))
 
 
 def config_in(tmp_path: Path, name: str, **replace: str) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,20 @@ def test_decode_speed_smoke(monkeypatch, capsys):
     assert "| bf16-no-lora | 2 |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench.main(["--device", "cpu", "--variants", "fp8"])
+
+
+def test_data_pipeline_benchmark_prints_its_table(tmp_path):
+    """benchmarks/data_pipeline.py at 2,000 rows (the documented run is 100,000): every step's row,
+    5% repeats found by the dedup step and the 1% of benchmark problems taken from the source
+    dropped by the contamination check."""
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "hf")}
+    out = subprocess.run([sys.executable, "benchmarks/data_pipeline.py", "--rows", "2000", "--bench-rows", "200"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = {line.split("|")[1].strip(): line.split("|")[2:5] for line in out.stdout.splitlines()
+             if line.startswith("| ") and not line.startswith("| step")}
+    assert list(table) == ["load", "load, cached", "map", "dedup", "contamination", "resolve (all steps, cached load)"]
+    assert all(float(seconds) >= 0 for seconds, _, _ in table.values())
+    dedup_in, dedup_out = (int(n.replace(",", "")) for n in table["dedup"][1:])
+    assert dedup_in == 2000 and 0 < dedup_in - dedup_out < 200
+    assert [int(n.replace(",", "")) for n in table["contamination"][1:]] == [dedup_out, dedup_out - 2]
