@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from lapo_lightning import GenerationConfig, GRPOConfig, GRPOModule, cost_advice, model_shape
+    from lapo_lightning import GenerationConfig, GRPOConfig, GRPOModule
+    from lapo_lightning.models import shape as model_shape
+    from lapo_lightning.safety import cost_advice
     from lapo_lightning.algo import grpo_loss
     from lapo_lightning.policy import LoraSettings, PolicyConfig, load_policy
     from lapo_lightning.reference import AdapterDisabled

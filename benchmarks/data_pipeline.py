@@ -4,7 +4,7 @@ Writes a synthetic MATH-like source of ``--rows`` rows (default 100,000: problem
 300 characters, a worked solution of about 900 ending in ``\\boxed{}``, a "Level k" column;
 5% of the rows repeat an earlier problem in other spacing and case) and a benchmark file of
 ``--bench-rows`` problems (1% of them taken from the source), then times each step of
-``lapo_lightning/data_mix.py`` on it and prints a table:
+``lapo_lightning/problem_sets/mix.py`` on it and prints a table:
 
     python benchmarks/data_pipeline.py                 # 100,000 rows
     python benchmarks/data_pipeline.py --rows 2000     # a quick run (what the smoke test does)
@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import pyarrow.compute as pc
 
-    from lapo_lightning.data_mix import _column, _first_of_each_key, quiet_progress, resolve
-    from lapo_lightning.data_recipe import benchmark_keys, recipe_from_dict
-    from lapo_lightning.data_sources import open_dataset, source_from_dict, standardise
+    from lapo_lightning.problem_sets.mix import _column, _first_of_each_key, quiet_progress, resolve
+    from lapo_lightning.problem_sets.recipe import benchmark_keys, recipe_from_dict
+    from lapo_lightning.problem_sets.sources import open_dataset, source_from_dict, standardise
 
     with tempfile.TemporaryDirectory() as tmp, quiet_progress():
         tmp = Path(tmp)

@@ -61,7 +61,7 @@ print(" ".join(f"{n}=={version(n)}" for n in sys.argv[1:]))' $PACKAGES) || retur
     "$py" - "$WHEELS/bpe_tokenizer" <<'EOF' || return 1
 import sys
 from transformers import AutoTokenizer
-from lapo_lightning.model_source import resolve
+from lapo_lightning.models.source import resolve
 AutoTokenizer.from_pretrained(resolve("gguf:smollm2-135m-instruct")).save_pretrained(sys.argv[1])
 EOF
     du -sh "$WHEELS"

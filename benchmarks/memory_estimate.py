@@ -1,4 +1,4 @@
-"""Compare ``lapo_lightning.cost``'s start-up estimate with the peak memory of a real run.
+"""Compare ``lapo_lightning.safety.cost``'s start-up estimate with the peak memory of a real run.
 
 Runs ``lapo fit`` on configs/debug/grpo.yaml in this process, with a random-init Qwen2 whose
 vocabulary is large enough for the logits to matter (the character tokenizer sits in its
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_model(out: Path, hidden: int, layers: int, vocab: int) -> Path:
-    from lapo_lightning.tiny import save_tiny
+    from lapo_lightning.models.tiny import save_tiny
 
     return save_tiny(out, "qwen2", hidden, layers, vocab_size=vocab)
 
@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=2, help="optimizer steps (the second has AdamW state)")
     args = parser.parse_args(argv)
 
-    from lapo_lightning import cost
-    from lapo_lightning.cost_advice import estimate_table
-    from lapo_lightning.cli import build_cli
+    from lapo_lightning.safety import cost
+    from lapo_lightning.safety.cost_advice import estimate_table
+    from lapo_lightning.cli.main import build_cli
 
     work = Path(tempfile.mkdtemp(prefix="lapo_mem_"))
     model_dir = build_model(work / "model", args.hidden, args.layers, args.vocab)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--trainer.enable_checkpointing", "false", "--trainer.logger", "false", "--trainer.callbacks", "[]",
     ], run=False)
     seen: dict = {}
-    from lapo_lightning import memory_check
+    from lapo_lightning.safety import memory_check
 
     original = memory_check.check_before_loading
 

@@ -30,7 +30,7 @@ saved in the decoder's forward (a ``saved_tensors_hooks`` pack hook, as tests/te
 calibrates; with checkpointing it sees only what is saved outside the checkpointed layers).
 "peak - act": everything else (the head's logits or chunks, backward's temporaries); "peak -
 decoder": above the ``decoder`` variant's peak, the head's marginal cost. Estimates
-(``lapo_lightning.cost``, fp32, padded, checkpointing as run): ``training_activation_bytes``
+(``lapo_lightning.safety.cost``, fp32, padded, checkpointing as run): ``training_activation_bytes``
 against act and saved, ``head_bytes`` against chunked's peak - act, and the old
 ``(rows * 12 + 32) * T * V`` logits formula against today's. Times: wall seconds and, in
 brackets, the process's CPU seconds (less moved by other load on a shared machine).
@@ -79,7 +79,7 @@ def build_model(folder: Path, args: dict) -> str:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from lapo_lightning.tiny import save_tiny
+    from lapo_lightning.models.tiny import save_tiny
 
     hidden, vocab = args["hidden"], args["vocab"]
     save_tiny(folder, "qwen2", 64, 1, vocab_size=vocab, tied=True)  # for its tokenizer; the model is replaced
@@ -224,7 +224,8 @@ def worker(cfg: dict) -> dict:
 
 
 def estimates(folder: str, rows: int, t: int, chunk: int, checkpointing: bool = False) -> dict:
-    from lapo_lightning import cost, model_shape
+    from lapo_lightning.models import shape as model_shape
+    from lapo_lightning.safety import cost
 
     shape = model_shape.read_shape(folder)
     act = cost.training_activation_bytes(shape, rows, PROMPT_TOKENS, t, rows, 4, 16,
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
     git = [subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True, text=True).stdout.strip()
            for cmd in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--", "lapo_lightning"])]
     commit = (git[0] or "?") + (" with uncommitted lapo_lightning changes" if git[1] else "")
-    for name in ("torch", "transformers", "peft", "trl", "lapo_lightning.module", "lapo_lightning.cost"):
+    for name in ("torch", "transformers", "peft", "trl", "lapo_lightning.module", "lapo_lightning.safety.cost"):
         __import__(name)  # once, before any torch op: every forked worker starts with them (and this code) loaded
     with tempfile.TemporaryDirectory(prefix="lapo_tpm_") as tmp:
         folder = in_child(build_model, Path(tmp) / "model", vars(args))
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"all-linear; fp32 CPU ({os.cpu_count()} cores); {args.rows} rows x ({PROMPT_TOKENS} prompt + T) tokens, "
           f"padded, checkpointing {'on' if args.checkpointing else 'off'}; chunk {args.chunk}; medians of "
           f"{args.repeats} fresh process(es) per cell. GB = 1e9 bytes of RSS growth over the pass's start; "
-          f"(est) = lapo_lightning.cost; s = wall seconds (CPU seconds).")
+          f"(est) = lapo_lightning.safety.cost; s = wall seconds (CPU seconds).")
     print("| variant | T | grad peak GB | fwd peak GB (at decoder end) | act GB: RSS, saved (est) "
           "| peak - act GB (est) | peak - decoder GB | est act+head GB | grad s (cpu) | no-grad s (cpu) "
           "| no-grad peak GB | loss |")

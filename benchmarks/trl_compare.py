@@ -77,11 +77,11 @@ PRESETS = {
 def build_models(root: Path, hidden: int, layers: int, workloads: list[str] | None = None,
                  realistic_cap: int = 512, bpe_tokenizer: str = BPE_TOKENIZER) -> dict[str, str]:
     """One model folder per workload: the same random Llama with a set EOS behaviour
-    (``lapo_lightning.tiny.set_stop_rate``: a near-constant EOS logit; pad never sampled).
+    (``lapo_lightning.models.tiny.set_stop_rate``: a near-constant EOS logit; pad never sampled).
     The realistic workload's model carries the BPE tokenizer and its vocabulary size."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lapo_lightning.tiny import save_tiny
+    from lapo_lightning.models.tiny import save_tiny
 
     folders = {}
     for workload in workloads or list(EOS_WEIGHT):
@@ -143,7 +143,7 @@ def realistic_rows(tokenizer, budget: int) -> tuple[list[dict], int]:
 
 
 def bpe_tokenizer_folder(name: str) -> str:
-    from lapo_lightning.model_source import resolve
+    from lapo_lightning.models.source import resolve
 
     return resolve(name)
 
@@ -158,7 +158,7 @@ def build_realistic_model(out: Path, hidden: int, layers: int, cap: int, bpe_tok
     """
     from transformers import AutoTokenizer
 
-    from lapo_lightning.tiny import build_tiny_model, set_stop_rate
+    from lapo_lightning.models.tiny import build_tiny_model, set_stop_rate
 
     tokenizer = AutoTokenizer.from_pretrained(bpe_tokenizer_folder(bpe_tokenizer))
     rows, prompt_len = realistic_rows(tokenizer, cap)
@@ -253,7 +253,7 @@ def build_preset_models(root: Path, preset: str, max_new_tokens: int, device: st
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from lapo_lightning.tiny import build_char_tokenizer, set_stop_rate
+    from lapo_lightning.models.tiny import build_char_tokenizer, set_stop_rate
 
     tokenizer = build_char_tokenizer()
     config = Qwen2Config(**PRESETS[preset], tie_word_embeddings=True, bos_token_id=None,

@@ -1,7 +1,7 @@
 """The last ``\\boxed{...}`` of a text: how a final answer is written in MATH-style solutions.
 
 Used on both sides of training: ``verify.py`` reads a completion's final answer with it, and
-``data_sources.py`` takes a training row's answer from its solution column (e.g. MATH, whose
+``problem_sets/sources.py`` takes a training row's answer from its solution column (e.g. MATH, whose
 rows have a worked ``solution`` and no separate answer). Pure string code, no dependencies.
 """
 

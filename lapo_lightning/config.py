@@ -5,7 +5,7 @@ Every check names the config key it is about, so a bad YAML fails at parse time 
 message that says what to change. The rules live here once: ``problems()`` lists every
 problem of a dataclass (``__post_init__`` raises :class:`ConfigError` with all of them), and
 :func:`training_problems` checks the combinations a training run needs; ``lapo fit``'s
-start-up check (``lapo_lightning/preflight.py``) reports them all in one pass, one line each.
+start-up check (``lapo_lightning/safety/preflight.py``) reports them all in one pass, one line each.
 """
 
 from __future__ import annotations

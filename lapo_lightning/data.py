@@ -1,11 +1,11 @@
 """The Lightning data module that batches training problems into ``ProblemBatch``.
 
-Flow: ``data.train_file`` -> :func:`~lapo_lightning.problems.load_problems` (a local
+Flow: ``data.train_file`` -> :func:`~lapo_lightning.problem_sets.files.load_problems` (a local
 .jsonl/.json/.parquet file or a hub dataset id; ``problems.py``) -> ``list[Problem]`` ->
 :class:`LapoDataModule` dataloaders -> ``ProblemBatch`` (plain strings, budgets all None; a
 stage-2 callback fills budgets). ``data.train_file`` may also name a data recipe (a ``.yaml``
 under ``configs/data/``: several sources mixed, filtered, deduplicated and checked against the
-benchmarks, ``data_mix.py``); its resolved problem set is one file that stage 1 writes (or
+benchmarks, ``problem_sets/mix.py``); its resolved problem set is one file that stage 1 writes (or
 ``lapo data`` does first) and stage 2 reads, so both stages train on identical problems and text.
 No tokenizer ever touches this module: prompts are rendered and tokenized on the policy side.
 """
@@ -21,9 +21,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from lapo_lightning.data_recipe import is_recipe
+from lapo_lightning.problem_sets.recipe import is_recipe
 from lapo_lightning.order import EpochShuffle
-from lapo_lightning.problems import (  # noqa: F401 - re-exported: callers import them from here
+from lapo_lightning.problem_sets.files import (  # noqa: F401 - re-exported: callers import them from here
     LOCAL_SUFFIXES,
     MAX_REPORTED,
     DataError,
@@ -149,10 +149,10 @@ class LapoDataModule(pl.LightningDataModule):
 
     def train_source(self) -> str:
         """The file the training problems are read from: ``train_file``, or, when that names a
-        data recipe, its resolved set (written now if missing; refused if stale: ``resolved_set.py``)."""
+        data recipe, its resolved set (written now if missing; refused if stale: ``problem_sets/resolved.py``)."""
         if not is_recipe(self.train_file):
             return self.train_file
-        from lapo_lightning.resolved_set import ensure_resolved
+        from lapo_lightning.problem_sets.resolved import ensure_resolved
 
         return str(ensure_resolved(self.train_file, self.seed))
 

@@ -1,4 +1,4 @@
-"""Answer questions with a trained adapter (``lapo answer``, parsed in ``answer_cli.py``).
+"""Answer questions with a trained adapter (``lapo answer``, parsed in ``cli/answer.py``).
 
 After stage 2 the model states no budget by default (it has internalised one); ``--budget N``
 injects the stage-2 sentence to test budget adherence (paper Table 4). Prompts are rendered

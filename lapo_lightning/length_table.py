@@ -28,7 +28,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lapo_lightning.atomic import write_file
+from lapo_lightning.safety.atomic import write_file
 
 FORMAT = "lapo-length-table"
 FORMAT_VERSION = 1
@@ -244,8 +244,8 @@ def coverage_advice(share: float) -> str:
 def _dataset_ids(path: str, problem: str, answer: str, id_field: str | None) -> list[str]:
     """Problem ids of ``--dataset``, read as the data module reads them (a data recipe: its
     resolved set). Imported here only: a plain ``lapo table PATH`` needs none of it."""
-    from lapo_lightning.data_recipe import is_recipe, load_recipe
-    from lapo_lightning.problems import DataError, ProblemFields, load_problems
+    from lapo_lightning.problem_sets.recipe import is_recipe, load_recipe
+    from lapo_lightning.problem_sets.files import DataError, ProblemFields, load_problems
 
     try:
         if is_recipe(path):

@@ -12,7 +12,7 @@ shuffled into ``steps_per_generation`` mini-batches), each accumulating gradient
 micro-batches, so ``trainer.global_step`` (and ``trainer.max_steps``) count optimizer steps,
 not batches. An optimizer step whose loss or
 gradient holds NaN/inf is skipped (counted as ``train/skipped_nonfinite``) and a run of
-``max_nonfinite_steps`` of them stops training (``lapo_lightning/health.py``).
+``max_nonfinite_steps`` of them stops training (``lapo_lightning/safety/health.py``).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lapo_lightning import run_identity
+from lapo_lightning.safety import run_identity
 from lapo_lightning.algo import (generation_mini_batches, group_advantages, grpo_loss, head_logprobs, problem_seed,
                                  ratio_summary)
 from lapo_lightning.config import GRPOConfig, OptimConfig, kl_reference_problem
-from lapo_lightning.memory_check import check_before_loading
+from lapo_lightning.safety.memory_check import check_before_loading
 from lapo_lightning.fast_rollout import CompactDecode
-from lapo_lightning.health import (NonFiniteGuard, NonFiniteTrainingError, NonFiniteWeightsError, group_health,
+from lapo_lightning.safety.health import (NonFiniteGuard, NonFiniteTrainingError, NonFiniteWeightsError, group_health,
                                    newest_checkpoint, nonfinite_parameters, nonfinite_sampling_message,
                                    nonfinite_weights_message)
 from lapo_lightning.model_parts import decoder_and_head

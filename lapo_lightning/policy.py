@@ -2,7 +2,7 @@
 
 Flow: ``GRPOModule.configure_model`` calls :func:`load_policy`, which is the only place
 that imports bitsandbytes or peft. It resolves the model name (hub id, local folder, or a
-``tiny:`` debug model built by :mod:`lapo_lightning.tiny`), loads the tokenizer with left
+``tiny:`` debug model built by :mod:`lapo_lightning.models.tiny`), loads the tokenizer with left
 padding, optionally quantizes, applies the CPU repack fix, and wraps the model in LoRA.
 The reference model is not loaded here: see :mod:`lapo_lightning.reference`.
 """
@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from lapo_lightning.model_source import resolve as resolve_model
+from lapo_lightning.models.source import resolve as resolve_model
 
 DType = Literal["float32", "bfloat16", "float16"]
 ADAPTER_NAME = "default"  # peft's name for the first adapter; the reference uses another

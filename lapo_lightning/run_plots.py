@@ -6,7 +6,7 @@ newest one under RUN_DIR when RUN_DIR is a logger's folder of versions) and writ
 within groups (mean over groups of the std of their lengths) against the optimizer step.
 When the metrics' folder, or a folder above it within RUN_DIR's parent, holds a stage-1 ``length_table.json``,
 ``length_table.png`` shows the distribution of its per-problem median lengths.
-``fit_cli.LapoCLI.after_fit`` calls :func:`plot_run` at the end of a fit.
+``cli.fit.LapoCLI.after_fit`` calls :func:`plot_run` at the end of a fit.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import csv
 import re
 from pathlib import Path
 
-from lapo_lightning.cli import main
+from lapo_lightning.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """Shared fixtures: tiny models built offline, and environment for hub-free runs.
 
 Run the suite with ``pytest -q`` (one process; no downloads). Tiny models are built once
-per session into a temp cache by ``lapo_lightning.tiny`` and loaded through
+per session into a temp cache by ``lapo_lightning.models.tiny`` and loaded through
 ``from_pretrained``, exactly as a hub id would be.
 """
 

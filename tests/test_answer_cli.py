@@ -1,4 +1,4 @@
-"""``lapo answer``'s command line (lapo_lightning/answer_cli.py): help and argument errors
+"""``lapo answer``'s command line (lapo_lightning/cli/answer.py): help and argument errors
 come back before torch or transformers is imported.
 
 Run: python -m pytest tests/test_answer_cli.py -q
@@ -9,7 +9,7 @@ import sys
 
 PROBE = """
 import sys
-from lapo_lightning.cli import main
+from lapo_lightning.cli.main import main
 try:
     main(sys.argv[1:])
 except SystemExit as e:

@@ -1,5 +1,5 @@
 """Atomic artefacts without a model: files and folders written whole or not at all
-(``lapo_lightning.atomic``), leftovers of killed writes cleaned at the next start, and the
+(``lapo_lightning.safety.atomic``), leftovers of killed writes cleaned at the next start, and the
 adapter export (``ExportAdapter``) that publishes a complete folder, replaces an old one safely,
 refuses NaN/inf weights and an unusable folder at start-up.
 
@@ -17,9 +17,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lapo_lightning import atomic
+from lapo_lightning.safety import atomic
 from lapo_lightning.callbacks.export import ExportAdapter
-from lapo_lightning.health import NonFiniteWeightsError
+from lapo_lightning.safety.health import NonFiniteWeightsError
 
 
 def dead_pid() -> int:

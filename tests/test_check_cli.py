@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from clitools import ROOT, config_in, training_configs
-from lapo_lightning import cost, cost_advice, model_shape
-from lapo_lightning.auto_sizes import AutoSizeError, resolve_auto
-from lapo_lightning.check_cli import main as check
+from lapo_lightning.models import shape as model_shape
+from lapo_lightning.safety import cost, cost_advice
+from lapo_lightning.safety.auto_sizes import AutoSizeError, resolve_auto
+from lapo_lightning.cli.check import main as check
 from lapo_lightning.config import GRPOConfig
-from lapo_lightning.known_models import offline_config
+from lapo_lightning.models.known import offline_config
 from lapo_lightning.policy import LoraSettings, PolicyConfig
 from lapo_lightning.rollout import GenerationConfig
 
@@ -47,7 +48,7 @@ def in_tmp(tmp_path: Path, config: Path) -> Path:
     copy = config_in(tmp_path, str(config.relative_to(ROOT / "configs")))
     sft = tmp_path / "runs" / "demo" / "sft" / "model"
     if str(sft) in copy.read_text() and not sft.exists():
-        from lapo_lightning.tiny import resolve_model
+        from lapo_lightning.models.tiny import resolve_model
 
         shutil.copytree(resolve_model(SFT_MODEL), sft)
     return copy

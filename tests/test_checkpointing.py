@@ -19,8 +19,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lapo_lightning import atomic
-from lapo_lightning.checkpointing import AtomicCheckpointIO, CheckpointError, prepare_fit, resolve_last
+from lapo_lightning.safety import atomic
+from lapo_lightning.safety.checkpointing import AtomicCheckpointIO, CheckpointError, prepare_fit, resolve_last
 
 
 # ------------------------------------------------------------------------- --ckpt_path last
@@ -123,7 +123,7 @@ def policy(**kw):
 
 
 def test_identity_takes_the_lora_settings_of_a_starting_adapter(tmp_path):
-    from lapo_lightning.run_identity import identity
+    from lapo_lightning.safety.run_identity import identity
 
     (tmp_path / "adapter_config.json").write_text('{"r": 4, "lora_alpha": 8, "target_modules": ["v_proj", "q_proj"]}')
     module = SimpleNamespace(policy_config=policy(), rewards=[])
@@ -133,7 +133,7 @@ def test_identity_takes_the_lora_settings_of_a_starting_adapter(tmp_path):
 
 
 def test_differences_name_each_changed_field_and_leave_all_linear_to_the_shapes():
-    from lapo_lightning.run_identity import differences
+    from lapo_lightning.safety.run_identity import differences
 
     base = {"base_model": "a", "lora_r": 8, "lora_target_modules": "all-linear", "rewards": ["Accuracy"]}
     assert differences(base, dict(base)) == []

@@ -17,7 +17,7 @@ from lapo_lightning.config import GRPOConfig
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.policy import LoraSettings, PolicyConfig, load_policy
 from lapo_lightning.rollout import GenerationConfig
-from lapo_lightning.tiny import save_tiny
+from lapo_lightning.models.tiny import save_tiny
 from lapo_lightning.types import RolloutBatch
 
 TEMPERATURE = 0.7

@@ -97,7 +97,7 @@ def test_stage1_resume_gives_the_same_table_as_an_uninterrupted_run(tmp_path):
 def test_library_future_warnings_and_lightning_tips_are_silenced(caplog):
     from lightning.pytorch.utilities import rank_zero_info
 
-    from lapo_lightning.cli import quiet
+    from lapo_lightning.cli.main import quiet
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
@@ -129,7 +129,7 @@ def test_parameter_summary_has_no_flops(caplog):
     (1, 2, 9.0, None),  # already one thread
 ])
 def test_cpu_thread_hint(threads, cores, load, hinted):
-    from lapo_lightning.cli_setup import available_cores, cpu_thread_hint
+    from lapo_lightning.cli.setup import available_cores, cpu_thread_hint
 
     hint = cpu_thread_hint(threads, cores, load)
     assert hint is None if hinted is None else (hinted in hint and "OMP_NUM_THREADS=1" in hint)
@@ -194,7 +194,7 @@ def test_unwritable_length_table_path_fails_before_training(tmp_path, monkeypatc
 
 
 def test_lapo_table_prints_a_summary(tmp_path, capsys):
-    from lapo_lightning.cli import main
+    from lapo_lightning.cli.main import main
     from lapo_lightning.length_table import LengthEntry, LengthTable
 
     path = tmp_path / "t.json"
@@ -208,7 +208,7 @@ def test_lapo_table_prints_a_summary(tmp_path, capsys):
 
 
 def test_lapo_help_lists_every_command(capsys):
-    from lapo_lightning.cli import COMMANDS, main
+    from lapo_lightning.cli.main import COMMANDS, main
 
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])

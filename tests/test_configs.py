@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lapo_lightning.cli import build_cli
+from lapo_lightning.cli.main import build_cli
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.sft import SFTDataModule, SFTModule
 from tests.clitools import training_configs

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lapo_lightning import inference
-from lapo_lightning.cli import main as lapo
+from lapo_lightning.cli.main import main as lapo
 from lapo_lightning.evaluation.models import ModelSpec, check_models
 
 REEXPORT = "; re-export the adapter (or restore it from a checkpoint)"

@@ -1,4 +1,4 @@
-"""The start-up memory estimate (lapo_lightning/cost.py): exact counts against real models and
+"""The start-up memory estimate (lapo_lightning/safety/cost.py): exact counts against real models and
 peft, its assumptions against a loaded model, its activation term against what autograd keeps,
 and its wiring: the table at start-up and the refusal before any weights load.
 
@@ -17,7 +17,8 @@ from transformers import (AutoModelForCausalLM, GPT2Config, LlamaConfig, Mistral
                           Qwen3Config)
 
 from clitools import ROOT, config_in, fit
-from lapo_lightning import cost, cost_advice, memory_check, model_shape
+from lapo_lightning.models import shape as model_shape
+from lapo_lightning.safety import cost, cost_advice, memory_check
 from lapo_lightning.config import GRPOConfig
 from lapo_lightning.policy import LoraSettings, PolicyConfig, load_policy
 from lapo_lightning.prompts import PlainPrompt

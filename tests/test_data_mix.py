@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lapo_lightning.data_cli import main as data_main
-from lapo_lightning.data_mix import resolve
-from lapo_lightning.data_recipe import load_recipe, recipe_from_dict
-from lapo_lightning.problem_text import text_id, text_key
-from lapo_lightning.problems import DataError
-from lapo_lightning.resolved_set import ensure_resolved, report_path
+from lapo_lightning.cli.data import main as data_main
+from lapo_lightning.problem_sets.mix import resolve
+from lapo_lightning.problem_sets.recipe import load_recipe, recipe_from_dict
+from lapo_lightning.problem_sets.text import text_id, text_key
+from lapo_lightning.problem_sets.files import DataError
+from lapo_lightning.problem_sets.resolved import ensure_resolved, report_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,7 +212,7 @@ def test_ids_are_stable_across_loads_a_resume_and_processes(tmp_path):
     report_path(out).unlink()
     again = resolve(load_recipe(path), 0)[0]  # resolved anew: the same ids in the same order
     assert again["id"] == ids
-    code = ("import sys; from lapo_lightning.resolved_set import ensure_resolved; "
+    code = ("import sys; from lapo_lightning.problem_sets.resolved import ensure_resolved; "
             "sys.stdout.write(ensure_resolved(sys.argv[1], 0).read_text())")
     env = {**os.environ, "PYTHONHASHSEED": "123", "HF_DATASETS_CACHE": str(tmp_path / "hf2")}
     done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, env=env, timeout=120)
@@ -308,7 +308,7 @@ def test_the_paper_stage_configs_read_one_resolved_set(monkeypatch):
 
 
 def test_lapo_dispatches_data(tmp_path, monkeypatch):
-    from lapo_lightning.cli import main
+    from lapo_lightning.cli.main import main
 
     with pytest.raises(SystemExit) as done:
         main(["data", "--config", str(tmp_path / "missing.yaml")])
@@ -324,7 +324,7 @@ def test_lapo_fit_stage_one_then_two_train_on_one_resolved_set(tmp_path, monkeyp
     from clitools import config_in, fit
 
     from lapo_lightning.callbacks.budgets import BudgetTargets
-    from lapo_lightning.cli import build_cli
+    from lapo_lightning.cli.main import build_cli
     from lapo_lightning.length_table import LengthTable
 
     monkeypatch.chdir(ROOT)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lapo_lightning.data_sources import Columns, Source, open_dataset, source_from_dict, standardise
-from lapo_lightning.problem_text import level_value, normalise, text_id, text_key
-from lapo_lightning.problems import DataError
+from lapo_lightning.problem_sets.sources import Columns, Source, open_dataset, source_from_dict, standardise
+from lapo_lightning.problem_sets.text import level_value, normalise, text_id, text_key
+from lapo_lightning.problem_sets.files import DataError
 
 ROWS = [
     {"problem": "What is $1+1$?", "level": "Level 3", "type": "Algebra", "solution": "It is $\\boxed{2}$."},

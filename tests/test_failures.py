@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from clitools import config_in
-from lapo_lightning import cli
-from lapo_lightning.failures import LOG_NAME, RunFolders, one_line, report, resume_command, write_log
+from lapo_lightning.cli import main as cli
+from lapo_lightning.cli.failures import LOG_NAME, RunFolders, one_line, report, resume_command, write_log
 from lapo_lightning.rewards import Reward
 
 

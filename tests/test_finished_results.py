@@ -1,4 +1,4 @@
-"""Finished results are never replaced by less (lapo_lightning/finished_results.py): a fresh run
+"""Finished results are never replaced by less (lapo_lightning/safety/finished_results.py): a fresh run
 over a completed stage-1 folder, a run that stops at fewer steps than the export it would
 replace, and ``max_steps 0`` are refused at start-up, before weights load, with one line each;
 resuming to more steps and ``export.overwrite: true`` go ahead.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lapo_lightning import atomic
+from lapo_lightning.safety import atomic
 from lapo_lightning import length_table as lt
 from lapo_lightning.length_table import FORMAT_VERSION, LengthEntry, LengthTable, LengthTableError, check_writable, main
 
@@ -196,7 +196,7 @@ def test_main_advises_when_few_problems_have_a_target(tmp_path, table, capsys):
 def test_lapo_table_imports_no_training_stack(tmp_path, table):
     # `lapo table` used to import torch, transformers and Lightning first: seconds for a JSON summary.
     table.save(tmp_path / "t.json")
-    script = ("import sys; from lapo_lightning.cli import main\n"
+    script = ("import sys; from lapo_lightning.cli.main import main\n"
               "try:\n    main(['table', sys.argv[1]])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
               "print(sorted(m for m in ('torch', 'transformers', 'lightning', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "t.json")], capture_output=True, text=True)

@@ -17,8 +17,8 @@ import torch
 
 from clitools import ROOT, config_in
 from lapo_lightning.length_table import LengthTable
-from lapo_lightning.run_lock import LOCK_NAME
-from lapo_lightning.tiny import resolve_model
+from lapo_lightning.safety.run_lock import LOCK_NAME
+from lapo_lightning.models.tiny import resolve_model
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent

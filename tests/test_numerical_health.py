@@ -5,7 +5,7 @@ or the wrong number of values is stopped at its first call naming its class; a s
 NaN/inf loss or gradient is skipped (weights untouched, counted) and a run of them stops with
 an error naming the last checkpoint; a checkpoint is never written with NaN weights; a
 ``max_steps 1`` run with a forced NaN exports a finite adapter; per-step counts of groups
-without signal are logged. Unit checks on ``lapo_lightning/health.py`` first, then short fits
+without signal are logged. Unit checks on ``lapo_lightning/safety/health.py`` first, then short fits
 of the debug config (tiny model, a few seconds each).
 
 Run: pytest tests/test_numerical_health.py -q
@@ -24,11 +24,11 @@ import torch
 from safetensors.torch import load_file
 
 from clitools import ROOT, config_in, fit
-from lapo_lightning.health import (NonFiniteTrainingError, NonFiniteWeightsError, all_finite, group_health,
+from lapo_lightning.safety.health import (NonFiniteTrainingError, NonFiniteWeightsError, all_finite, group_health,
                                    newest_checkpoint, nonfinite_parameters, nonfinite_stop_message)
 from lapo_lightning.module import GRPOModule
 from lapo_lightning.rewards import Accuracy, Reward, score
-from lapo_lightning.run_lock import LOCK_NAME
+from lapo_lightning.safety.run_lock import LOCK_NAME
 from lapo_lightning.types import ProblemBatch, RolloutBatch
 from test_module import bare_module, token_rollouts, trainable
 

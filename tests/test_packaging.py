@@ -56,9 +56,9 @@ def test_the_conda_route_installs_what_the_readme_installs():
 def test_console_script_exits_zero_on_success(monkeypatch):
     """A console script's return value is its exit status: returning the CLI object made a
     successful `lapo fit` exit 1 and broke `lapo fit ... && lapo fit ...` chains."""
-    import lapo_lightning.cli as cli
+    import lapo_lightning.cli.main as cli
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["lapo"] == "lapo_lightning.cli:run"
+    assert project["scripts"]["lapo"] == "lapo_lightning.cli.main:run"
     monkeypatch.setattr(cli, "main", lambda args=None: object())
     assert cli.run() is None

@@ -1,4 +1,4 @@
-"""Resumable phase chains (lapo_lightning/phases.py): skip what finished, continue what was cut off."""
+"""Resumable phase chains (lapo_lightning/cli/phases.py): skip what finished, continue what was cut off."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lapo_lightning import phases
-from lapo_lightning.phases import MARKER, STARTED, Phase, run_phases
+from lapo_lightning.cli import phases
+from lapo_lightning.cli.phases import MARKER, STARTED, Phase, run_phases
 
 
 @pytest.fixture
@@ -70,10 +70,10 @@ def test_an_interrupted_eval_phase_is_rerun_without_a_checkpoint_flag(chain, tmp
 
 def test_run_phase_passes_smoke_arguments_and_ckpt_path_last(chain, monkeypatch):
     import lapo_lightning.evaluation.run
-    import lapo_lightning.fit_cli
+    import lapo_lightning.cli.fit
 
     seen = []
-    monkeypatch.setattr(lapo_lightning.fit_cli, "build_cli", seen.append)
+    monkeypatch.setattr(lapo_lightning.cli.fit, "build_cli", seen.append)
     monkeypatch.setattr(lapo_lightning.evaluation.run, "main", lambda args: seen.append(["eval", *args]))
     phases.run_phase(chain[0], smoke=True, resume=True)
     phases.run_phase(chain[0], smoke=False)

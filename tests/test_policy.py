@@ -86,7 +86,7 @@ def test_tokenizer_pads_left_with_fallback(tmp_path):
     # A tokenizer without a pad token falls back to EOS.
     tok.pad_token = None
     tok.save_pretrained(tmp_path)
-    from lapo_lightning.tiny import resolve_model
+    from lapo_lightning.models.tiny import resolve_model
     import shutil
 
     for f in ("config.json", "model.safetensors"):

@@ -1,4 +1,4 @@
-"""``lapo fit``'s start-up check (lapo_lightning/preflight.py, parse_errors.py, fit_cli.py): every bad
+"""``lapo fit``'s start-up check (lapo_lightning/safety/preflight.py, parse_errors.py, fit_cli.py): every bad
 input that can be found without weights ends in one line per problem naming the key
 (or file and line), exit status 2, no jsonargparse namespace dump and no traceback.
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from clitools import ROOT, config_in, fit
-from lapo_lightning import preflight, preflight_inputs, preflight_settings
+from lapo_lightning.safety import preflight, preflight_inputs, preflight_settings
 from lapo_lightning.config import ConfigError, GRPOConfig, OptimConfig, training_problems
-from lapo_lightning.parse_errors import summarize
+from lapo_lightning.cli.parse_errors import summarize
 from lapo_lightning.policy import load_base_model as REAL_LOAD_BASE_MODEL  # the fixture below replaces it
 
 
@@ -279,7 +279,7 @@ def test_a_bad_config_fails_within_seconds_and_loads_no_weights(tmp_path, capsys
 
 
 def test_the_check_runs_before_instantiation_and_weights(tmp_path, capsys, monkeypatch):
-    import lapo_lightning.fit_cli as fit_cli
+    import lapo_lightning.cli.fit as fit_cli
 
     order = []
     real_check = fit_cli.check
@@ -290,7 +290,7 @@ def test_the_check_runs_before_instantiation_and_weights(tmp_path, capsys, monke
 
 
 def test_a_good_config_passes_the_check_in_seconds(tmp_path, monkeypatch):
-    import lapo_lightning.fit_cli as fit_cli
+    import lapo_lightning.cli.fit as fit_cli
 
     parsed = {}
 
@@ -361,9 +361,9 @@ def test_folder_write_problem(tmp_path):
 def test_no_remote_code_runs_unless_the_config_asks(monkeypatch):
     import transformers
 
-    from lapo_lightning import model_shape
+    from lapo_lightning.models import shape as model_shape
     from lapo_lightning.evaluation.models import ModelSpec, check_models
-    from lapo_lightning.model_source import resolve
+    from lapo_lightning.models.source import resolve
     from lapo_lightning.policy import PolicyConfig, load_tokenizer
 
     resolve("tiny:llama")  # built (if needed) before from_pretrained is replaced
@@ -398,7 +398,7 @@ def test_no_remote_code_runs_unless_the_config_asks(monkeypatch):
 
 
 def test_resolve_names_a_missing_local_folder_outside_the_cli(tmp_path):
-    from lapo_lightning.model_source import ModelNotFound, looks_like_path, resolve
+    from lapo_lightning.models.source import ModelNotFound, looks_like_path, resolve
 
     with pytest.raises(ModelNotFound) as err:
         resolve(str(tmp_path / "missing"), key="model.models[0].model")

@@ -24,11 +24,11 @@ import torch
 from safetensors.torch import load_file
 
 from clitools import ROOT, config_in, fit
-from lapo_lightning.checkpointing import CheckpointError, load_checkpoint
-from lapo_lightning.fit_cli import ConfigProblems
+from lapo_lightning.safety.checkpointing import CheckpointError, load_checkpoint
+from lapo_lightning.cli.fit import ConfigProblems
 from lapo_lightning.length_table import LengthTable
-from lapo_lightning.run_identity import CheckpointMismatchError
-from lapo_lightning.tiny import resolve_model
+from lapo_lightning.safety.run_identity import CheckpointMismatchError
+from lapo_lightning.models.tiny import resolve_model
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent

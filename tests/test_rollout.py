@@ -86,7 +86,7 @@ def test_stop_ids_add_the_chat_templates_end_of_turn_and_generation_config(tmp_p
 
     from lapo_lightning.policy import load_tokenizer
     from lapo_lightning.stop_tokens import stop_token_ids
-    from lapo_lightning.tiny import resolve_model
+    from lapo_lightning.models.tiny import resolve_model
 
     tokenizer = load_tokenizer(PolicyConfig(model="tiny:llama"))
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -1,4 +1,4 @@
-"""A run owns its output folders (lapo_lightning.run_lock): a second live run on them is refused
+"""A run owns its output folders (lapo_lightning.safety.run_lock): a second live run on them is refused
 at start-up naming the holder; a killed run's lock is taken over; runs one after another in
 one process (lapo demo's phases) each take and release theirs.
 
@@ -16,11 +16,11 @@ import sys
 import pytest
 
 from clitools import config_in, fit
-from lapo_lightning.run_lock import LOCK_NAME, FolderBusy, FolderLock, lock_all
+from lapo_lightning.safety.run_lock import LOCK_NAME, FolderBusy, FolderLock, lock_all
 
 HOLD = """
 import sys, time
-from lapo_lightning.run_lock import lock_all
+from lapo_lightning.safety.run_lock import lock_all
 locks = lock_all(sys.argv[1:])
 print("locked", flush=True)
 time.sleep(120)

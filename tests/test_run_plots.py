@@ -7,7 +7,7 @@ import matplotlib.image
 import pytest
 
 from clitools import config_in, fit
-from lapo_lightning.cli import main
+from lapo_lightning.cli.main import main
 from lapo_lightning.run_plots import read_curves
 
 

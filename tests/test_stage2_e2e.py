@@ -185,7 +185,7 @@ def test_answer_uses_the_prompt_recorded_with_the_adapter(chain):
 
 
 def test_lapo_answer_command(chain, capsys):
-    from lapo_lightning.cli import main
+    from lapo_lightning.cli.main import main
 
     adapter = str(chain["runs"] / "debug_stage2/adapter")
     with pytest.raises(SystemExit) as done:

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from lapo_lightning.policy import LoraSettings, PolicyConfig, load_policy
 from lapo_lightning.tiled_mlp import tile_mlps
-from lapo_lightning.tiny import save_tiny
+from lapo_lightning.models.tiny import save_tiny
 
 CHUNK = 7  # positions per chunk: 2 rows x 20 tokens = 40 positions -> 6 chunks, the last one short
 

@@ -11,7 +11,7 @@ import torch
 from lapo_lightning.fast_rollout import CompactDecode
 from lapo_lightning.policy import PolicyConfig, load_policy
 from lapo_lightning.rollout import GenerationConfig
-from lapo_lightning.tiny import resolve_model
+from lapo_lightning.models.tiny import resolve_model
 from lapo_lightning.types import ProblemBatch
 
 

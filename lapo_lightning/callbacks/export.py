@@ -25,8 +25,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
-from lapo_lightning.atomic import check_writable_folder, clean_stale, folder_in_place
-from lapo_lightning.health import NonFiniteWeightsError, nonfinite_parameters, nonfinite_weights_message
+from lapo_lightning.safety.atomic import check_writable_folder, clean_stale, folder_in_place
+from lapo_lightning.safety.health import NonFiniteWeightsError, nonfinite_parameters, nonfinite_weights_message
 from lapo_lightning.policy import export_merged, save_trained
 from lapo_lightning.prompts import save_prompt
 
@@ -57,7 +57,7 @@ class ExportAdapter(pl.Callback):
         merged: also write a full model with the adapter merged in (``<dirpath>/../merged``).
         overwrite: let this run replace a finished adapter or length table with less (fewer
             steps, or a fresh run over a completed one); off, ``lapo fit`` refuses to start
-            (``lapo_lightning/finished_results.py``).
+            (``lapo_lightning/safety/finished_results.py``).
     """
 
     def __init__(self, dirpath: str | None = None, merged: bool = False, overwrite: bool = False) -> None:

@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lapo_lightning.algo import zero_spread_groups
-from lapo_lightning.health import group_health
+from lapo_lightning.safety.health import group_health
 from lapo_lightning.types import StepSummary
 
 

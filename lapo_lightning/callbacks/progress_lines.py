@@ -5,7 +5,7 @@ stand-in for a ``tqdm`` bar (``lapo eval``'s samples).
 
 A progress bar redraws one line in place, which a file cannot show: there it appears once, at
 the end. ``lapo fit`` therefore swaps Lightning's bar for :class:`ProgressLines` when stderr is
-not a terminal (``fit_cli.LapoCLI.before_fit``); a config may also list it with its own
+not a terminal (``cli.fit.LapoCLI.before_fit``); a config may also list it with its own
 settings. One line every ``every_n_steps`` optimizer steps or ``every_s`` seconds, whichever
 comes first, and one at the last step::
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from lapo_lightning.atomic import clean_stale
+from lapo_lightning.safety.atomic import clean_stale
 from lapo_lightning.length_table import LengthEntry, LengthTable, check_writable
 
 

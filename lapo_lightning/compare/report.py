@@ -20,7 +20,7 @@ import json
 import math
 from pathlib import Path
 
-from lapo_lightning.atomic import write_file
+from lapo_lightning.safety.atomic import write_file
 from lapo_lightning.compare.pareto import draw_pareto, pareto_front
 from lapo_lightning.evaluation.intervals import format_difference, format_interval
 

@@ -2,7 +2,7 @@
 
 Flow: :func:`load_config` reads and checks the comparison YAML (every problem named at once,
 by file and key); :func:`run_compare` runs its phases in order through
-:func:`lapo_lightning.phases.run_phases` (each an ordinary ``lapo fit``/``lapo eval`` config;
+:func:`lapo_lightning.cli.phases.run_phases` (each an ordinary ``lapo fit``/``lapo eval`` config;
 finished phases are skipped, so an interrupted comparison resumes, and a phase shared with
 ``lapo demo``, e.g. its SFT model, is not trained twice), prints each phase's time, and writes
 the report (:mod:`lapo_lightning.compare.report`).
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from lapo_lightning.phases import COMMANDS, EVAL_SMOKE, RL_SMOKE, Phase, marker, run_phases, stay_offline
+from lapo_lightning.cli.phases import COMMANDS, EVAL_SMOKE, RL_SMOKE, Phase, marker, run_phases, stay_offline
 
 _TOP_KEYS = ("title", "report_dir", "notes", "phases")
 _PHASE_KEYS = ("name", "command", "config", "what", "smoke")

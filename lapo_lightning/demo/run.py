@@ -1,6 +1,6 @@
 """``lapo demo``: the whole LAPO pipeline on a laptop CPU, offline, by chaining ordinary configs.
 
-Flow: each :class:`~lapo_lightning.phases.Phase` is one config under ``configs/demo/`` run exactly as
+Flow: each :class:`~lapo_lightning.cli.phases.Phase` is one config under ``configs/demo/`` run exactly as
 ``lapo fit --config ...`` or ``lapo eval --config ...`` would run it (SFT warm start,
 accuracy-only GRPO, LAPO stage 1, LAPO stage 2, then evaluation sampled and greedy). A phase
 that finishes leaves a marker file in its output folder; re-running the command skips it, so
@@ -18,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from lapo_lightning.phases import EVAL_SMOKE, RL_SMOKE, Phase, run_phases, stay_offline
+from lapo_lightning.cli.phases import EVAL_SMOKE, RL_SMOKE, Phase, run_phases, stay_offline
 
 # (name, command, file under the configs folder, what it does, extra arguments in smoke mode)
 PHASES = (

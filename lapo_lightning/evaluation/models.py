@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from lapo_lightning.adapter_files import adapter_mismatch, safetensors_problem
+from lapo_lightning.models.adapter_files import adapter_mismatch, safetensors_problem
 from lapo_lightning.policy import (DType, PolicyConfig, is_adapter_dir, load_base_model, load_policy, load_tokenizer,
                                    recorded_base)
-from lapo_lightning.model_source import GGUF_PREFIX, TINY_PREFIX, resolve as resolve_model
+from lapo_lightning.models.source import GGUF_PREFIX, TINY_PREFIX, resolve as resolve_model
 from lapo_lightning.prompts import PlainPrompt, PromptTemplate, load_prompt, prompt_record
 
 

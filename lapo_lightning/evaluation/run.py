@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
-from lapo_lightning.cli_setup import prepare_config_parsing
+from lapo_lightning.cli.setup import prepare_config_parsing
 from lapo_lightning.evaluation.data import BenchmarkDataModule
 from lapo_lightning.evaluation.models import EvalError
 from lapo_lightning.evaluation.module import EvalModule
@@ -157,7 +157,7 @@ def main(args: list[str]) -> EvalCLI:
 
 def refuse(error: ValueError) -> SystemExit:
     """Bad input, as ``lapo fit``'s start-up check reports it: one line per problem, exit status 2."""
-    from lapo_lightning.fit_cli import refuse as refuse_fit
+    from lapo_lightning.cli.fit import refuse as refuse_fit
 
     lines = [line.strip() for line in str(error).splitlines()]
     return refuse_fit(lines[1:] if len(lines) > 1 and lines[0].endswith(":") else lines, "lapo eval")

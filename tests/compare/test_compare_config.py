@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from lapo_lightning.compare.run import CompareConfigError, load_config, main
-from lapo_lightning.phases import EVAL_SMOKE, RL_SMOKE
+from lapo_lightning.cli.phases import EVAL_SMOKE, RL_SMOKE
 
 ROOT = Path(__file__).resolve().parents[2]
 

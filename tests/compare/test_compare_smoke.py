@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from lapo_lightning import phases
+from lapo_lightning.cli import phases
 from lapo_lightning.compare.run import load_config, run_compare
 from tests.clitools import ROOT, config_in
 

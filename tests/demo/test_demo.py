@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lapo_lightning import phases
+from lapo_lightning.cli import phases
 from lapo_lightning.demo import run as demo
 from lapo_lightning.demo.summary import summarize, target_checks
 from tests.clitools import config_in

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from clitools import ROOT, config_in
-from lapo_lightning.cli import main
+from lapo_lightning.cli.main import main
 from lapo_lightning.rollout import HFGenerate
 
 PLOTS = ("tokens_by_level", "accuracy_vs_tokens", "length_histograms", "budget_sweep")

@@ -24,6 +24,6 @@ def smollm2() -> str:
         if os.environ.get("LAPO_REQUIRE_REAL") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    from lapo_lightning.model_source import resolve
+    from lapo_lightning.models.source import resolve
 
     return resolve(MODEL)

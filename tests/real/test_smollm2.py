@@ -13,8 +13,8 @@ import json
 import pytest
 
 from clitools import ROOT, config_in, fit
-from lapo_lightning.cli import main
-from lapo_lightning.answer_cli import main as answer_main
+from lapo_lightning.cli.main import main
+from lapo_lightning.cli.answer import main as answer_main
 from lapo_lightning.length_table import LengthTable
 from lapo_lightning.policy import PolicyConfig, load_tokenizer
 from lapo_lightning.prompts import PROMPT_FILE, ChatPrompt, opens_think, parse_budget
@@ -37,7 +37,7 @@ def in_repo(monkeypatch):
 def test_the_converted_model_is_an_ordinary_chat_model_folder(smollm2):
     from transformers import AutoConfig
 
-    from lapo_lightning.model_source import resolve
+    from lapo_lightning.models.source import resolve
 
     assert resolve(MODEL) == smollm2  # converted once, then cached
     assert AutoConfig.from_pretrained(smollm2).model_type == "llama"
@@ -87,7 +87,7 @@ def test_stage1_writes_a_table_and_an_adapter_peft_loads(stage1, capsys):
 
 
 def load_model_folder() -> str:
-    from lapo_lightning.model_source import resolve
+    from lapo_lightning.models.source import resolve
 
     return resolve(MODEL)
 
