@@ -1,7 +1,7 @@
 """The Lightning data module that batches training problems into ``ProblemBatch``.
 
 Flow: ``data.train_file`` -> :func:`~lapo_lightning.problem_sets.files.load_problems` (a local
-.jsonl/.json/.parquet file or a hub dataset id; ``problems.py``) -> ``list[Problem]`` ->
+.jsonl/.json/.parquet file or a hub dataset id) -> ``list[Problem]`` ->
 :class:`LapoDataModule` dataloaders -> ``ProblemBatch`` (plain strings, budgets all None; a
 stage-2 callback fills budgets). ``data.train_file`` may also name a data recipe (a ``.yaml``
 under ``configs/data/``: several sources mixed, filtered, deduplicated and checked against the
@@ -21,22 +21,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from lapo_lightning.problem_sets.recipe import is_recipe
 from lapo_lightning.order import EpochShuffle
-from lapo_lightning.problem_sets.files import (  # noqa: F401 - re-exported: callers import them from here
-    LOCAL_SUFFIXES,
-    MAX_REPORTED,
-    DataError,
-    Problem,
-    ProblemFields,
-    id_problem,
-    is_local_source,
-    jsonl_lines,
-    load_problems,
-    nfc,
-    problem_id_for,
-    text_value_problem,
-)
+from lapo_lightning.problem_sets.files import DataError, Problem, ProblemFields, is_local_source, load_problems, nfc
+from lapo_lightning.problem_sets.recipe import is_recipe
 from lapo_lightning.types import ProblemBatch
 
 

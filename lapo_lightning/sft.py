@@ -21,7 +21,8 @@ import lightning.pytorch as pl
 import torch
 
 from lapo_lightning.config import OptimConfig
-from lapo_lightning.data import DataError, LapoDataModule, Problem
+from lapo_lightning.data import LapoDataModule
+from lapo_lightning.problem_sets.files import DataError, Problem
 from lapo_lightning.order import EpochShuffle
 from lapo_lightning.policy import PolicyConfig, load_base_model, load_policy, load_tokenizer
 from lapo_lightning.prompts import PlainPrompt, PromptTemplate

@@ -13,7 +13,8 @@ import pytest
 import torch
 from lightning.pytorch.utilities import move_data_to_device
 
-from lapo_lightning.data import DataError, LapoDataModule, Problem, ProblemFields, load_problems, problem_id_for
+from lapo_lightning.data import LapoDataModule
+from lapo_lightning.problem_sets.files import DataError, Problem, ProblemFields, load_problems, problem_id_for
 from lapo_lightning.types import ProblemBatch
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -128,7 +129,7 @@ def test_every_bad_line_of_a_file_is_reported_in_one_error(tmp_path):
 
 
 def test_a_file_with_thousands_of_bad_lines_lists_the_first_and_counts_the_rest(tmp_path):
-    from lapo_lightning.data import MAX_REPORTED
+    from lapo_lightning.problem_sets.files import MAX_REPORTED
 
     (tmp_path / "bad.jsonl").write_text("{oops\n" * (MAX_REPORTED + 30))
     with pytest.raises(DataError) as err:

@@ -417,7 +417,7 @@ def test_data_settings_are_one_line_each(tmp_path, capsys):
 
 
 def test_other_modules_are_checked_through_their_base_class_arguments(tmp_path, capsys):
-    from lapo_lightning.data import ProblemFields
+    from lapo_lightning.problem_sets.files import ProblemFields
     from lapo_lightning.sft import SFTDataModule
 
     assert preflight_settings._init_hints(SFTDataModule)["fields"] is ProblemFields  # through **kwargs to LapoDataModule

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lapo_lightning.data import DataError
+from lapo_lightning.problem_sets.files import DataError
 from lapo_lightning.policy import PolicyConfig, load_tokenizer
 from lapo_lightning.prompts import PlainPrompt, parse_budget
 from lapo_lightning.sft import SFTBatch, SFTDataModule, SFTModule

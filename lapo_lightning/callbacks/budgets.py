@@ -26,7 +26,7 @@ from lapo_lightning.callbacks.length_stats import gather_summaries
 from lapo_lightning.callbacks.table_writer import LengthTableWriter
 from lapo_lightning.length_table import LengthEntry, LengthTable, LengthTableError, round_half_up
 from lapo_lightning.rewards import BudgetGaussian
-from lapo_lightning.data import nfc
+from lapo_lightning.problem_sets.files import nfc
 from lapo_lightning.types import ProblemBatch, StepSummary
 
 KEY = "trainer.callbacks[BudgetTargets]"

@@ -123,7 +123,7 @@ def refused_by_lightning(error: BaseException) -> bool:
 def bad_input(error: BaseException) -> bool:
     """An input lapo itself refuses once the run has started (a stage-2 table of other problems,
     a data file, a model name): exit status 2, as the start-up check gives it."""
-    from lapo_lightning.data import DataError
+    from lapo_lightning.problem_sets.files import DataError
     from lapo_lightning.length_table import LengthTableError
     from lapo_lightning.models.source import ModelNotFound
 

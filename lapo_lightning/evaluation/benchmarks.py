@@ -1,7 +1,7 @@
 """Benchmarks: which problem file to evaluate on, how many samples per problem, which fields.
 
 Flow: ``BenchmarkDataModule`` (``evaluation/data.py``) reads each :class:`Benchmark` with
-:func:`lapo_lightning.data.load_problems` and batches its problems for ``EvalModule``.
+:func:`lapo_lightning.problem_sets.files.load_problems` and batches its problems for ``EvalModule``.
 :func:`paper_benchmarks` is the paper's protocol for the files in ``data/``: MATH-500 and
 OlympiadBench with 4 samples per problem, AIME24 and AMC23 with 32 (Pass@1 = mean accuracy
 over those samples); sampling settings live in ``EvalModule.generation`` (temperature 0.6,
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lapo_lightning.data import ProblemFields
+from lapo_lightning.problem_sets.files import ProblemFields
 
 _LEVEL = re.compile(r"(\d+)")
 

@@ -21,7 +21,8 @@ from functools import partial
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from lapo_lightning.data import DataError, Problem, ProblemDataset, load_problems
+from lapo_lightning.data import ProblemDataset
+from lapo_lightning.problem_sets.files import DataError, Problem, load_problems
 from lapo_lightning.evaluation.benchmarks import Benchmark, paper_benchmarks, parse_level
 from lapo_lightning.length_table import LengthTable, LengthTableError
 from lapo_lightning.types import ProblemBatch

@@ -39,7 +39,8 @@ def check_inputs(cfg: Namespace, built: Built, skip: tuple[str, ...] = (), conte
 
 def check_data(built: Built) -> list[str]:
     """Every problem in the data files, through the data module's own loading (file:line each)."""
-    from lapo_lightning.data import DataError, LapoDataModule
+    from lapo_lightning.data import LapoDataModule
+    from lapo_lightning.problem_sets.files import DataError
 
     data = built.get("data")
     if not isinstance(data, LapoDataModule):

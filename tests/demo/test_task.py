@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lapo_lightning.data import ProblemFields, load_problems
+from lapo_lightning.problem_sets.files import ProblemFields, load_problems
 from lapo_lightning.demo.task import CHECK_WEIGHTS, SPLITS, SumProblem, make_splits, trace, write_splits
 from lapo_lightning.prompts import PlainPrompt, opens_think
 from lapo_lightning.verify import MathVerifier

@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from lapo_lightning.data import ProblemFields, load_problems
+from lapo_lightning.problem_sets.files import ProblemFields, load_problems
 from lapo_lightning.demo.word_problems import SPLITS, make_splits, write_splits
 
 ROOT = Path(__file__).resolve().parents[2]
