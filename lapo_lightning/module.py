@@ -23,26 +23,23 @@ from dataclasses import replace
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lapo_lightning.safety import run_identity
-from lapo_lightning.algo import (generation_mini_batches, group_advantages, grpo_loss, head_logprobs, problem_seed,
-                                 ratio_summary)
+from lapo_lightning.safety.checkpointing import unaligned_checkpoint_warning
+from lapo_lightning.algo import generation_mini_batches, group_advantages, grpo_loss, problem_seed, ratio_summary
 from lapo_lightning.config import GRPOConfig, OptimConfig, kl_reference_problem
 from lapo_lightning.safety.memory_check import check_before_loading
 from lapo_lightning.fast_rollout import CompactDecode
 from lapo_lightning.safety.health import (NonFiniteGuard, NonFiniteTrainingError, NonFiniteWeightsError, group_health,
                                    newest_checkpoint, nonfinite_parameters, nonfinite_sampling_message,
                                    nonfinite_weights_message)
-from lapo_lightning.model_parts import decoder_and_head
 from lapo_lightning.policy import PolicyConfig, load_policy
 from lapo_lightning.prompts import PlainPrompt, PromptTemplate, opens_think
 from lapo_lightning.reference import AdapterDisabled, NoReference, Reference
 from lapo_lightning.rewards import Accuracy, Reward, score
 from lapo_lightning.rollout import GenerationConfig, Sampler
-from lapo_lightning.shared_prefix import (completion_token_weight, one_row_each, plan_micro_batches,
-                                          shared_prefix_logprobs)
+from lapo_lightning.rollout_logprobs import micro_batch_rows, rollout_logprobs
 from lapo_lightning.step_metrics import step_metrics
 from lapo_lightning.tiled_mlp import tile_mlps
 from lapo_lightning.types import ProblemBatch, RolloutBatch, StepSummary
@@ -126,21 +123,11 @@ class GRPOModule(NonFiniteGuard, pl.LightningModule):
                 f"model.grpo.micro_batch_size={micro} must divide the rollout batch "
                 f"data.problems_per_step * model.grpo.group_size = {per_step} * {self.grpo.group_size}"
             )
-        self.warn_on_unaligned_checkpoints()
+        if self._trainer is not None:
+            unaligned_checkpoint_warning(self.trainer.checkpoint_callbacks, self.grpo.updates_per_batch)
         if stage == "fit" and per_step is not None:
             # Prints the memory estimate, refuses what cannot fit, and turns `auto` sizes into numbers.
             check_before_loading(self, datamodule)
-
-    def warn_on_unaligned_checkpoints(self) -> None:
-        """Checkpoints are written between generations, after each batch's optimizer steps: a
-        ``ModelCheckpoint(every_n_train_steps=n)`` with n not a multiple of them saves less often."""
-        updates = self.grpo.updates_per_batch
-        for callback in getattr(self.trainer, "checkpoint_callbacks", []) if self._trainer is not None else []:
-            every = getattr(callback, "_every_n_train_steps", 0)
-            if every and updates > 1 and every % updates:
-                rank_zero_warn(f"ModelCheckpoint every_n_train_steps={every} is not a multiple of the {updates} "
-                               "optimizer steps each batch makes (model.grpo.num_iterations x steps_per_generation): "
-                               f"checkpoints are written only every {math.lcm(every, updates)} steps")
 
     def configure_model(self) -> None:
         if self.policy is not None:  # Lightning may call this more than once
@@ -353,51 +340,15 @@ class GRPOModule(NonFiniteGuard, pl.LightningModule):
                     max_tokens=self.generation.max_new_tokens)
 
     def micro_batches(self, rollouts: RolloutBatch, rows: Tensor | None = None) -> list[Tensor]:
-        """Index tensors of ``micro_batch_size`` rollouts of ``rows`` (default: all), bucketed by length.
-
-        Rows are sorted by completion length before splitting, and each micro-batch is
-        trimmed to its own longest row in ``completion_logprobs``, so the training forward
-        spends almost nothing on padding. With ``shared_prefix`` either the groups stay
-        together (few distinct prompts per micro-batch) or rows are sorted by length across
-        groups (little padding), whichever runs fewer tokens
-        (:func:`~lapo_lightning.shared_prefix.plan_micro_batches`). The loss is unchanged:
-        the aggregation divides by full-batch totals, whatever the grouping.
-        """
-        if rows is None:
-            rows = torch.arange(len(rollouts), device=rollouts.completion_mask.device)
-        lengths, prompt_lengths = rollouts.completion_mask[rows].sum(1), rollouts.prompt_mask[rows].sum(1)  # [n]
-        size = self.grpo.micro_batch_size
-        if self.grpo.shared_prefix:  # groups together, or sorted by length when that runs fewer tokens
-            return [rows[i] for i in plan_micro_batches(lengths, prompt_lengths, rollouts.group_index[rows], size,
-                                                        completion_token_weight(self.policy))]
-        order = rows[torch.sort(prompt_lengths + lengths, stable=True).indices]
-        return [order[i : i + size] for i in range(0, len(order), size)]
+        """Index tensors of ``micro_batch_size`` rollouts of ``rows`` (default: all), bucketed by
+        length (:func:`~lapo_lightning.rollout_logprobs.micro_batch_rows`)."""
+        return micro_batch_rows(rollouts, rows, self.grpo.micro_batch_size, self.grpo.shared_prefix, self.policy)
 
     def completion_logprobs(self, rollouts: RolloutBatch, idx: Tensor) -> Tensor:
         """[n, T] log-probs of the sampled completion tokens under the current weights (0 on padding)."""
-        prompt_len = int(rollouts.prompt_mask[idx].sum(1).max())  # left padding beyond it is dropped
-        width = max(int(rollouts.completion_mask[idx].sum(1).max()), 1)  # right padding beyond it too
-        completion_ids, completion_mask = rollouts.completion_ids[idx, :width], rollouts.completion_mask[idx, :width]
-        prompt_ids, prompt_mask = rollouts.prompt_ids[idx, -prompt_len:], rollouts.prompt_mask[idx, -prompt_len:]
         temperature = self.generation.temperature if self.generation.temperature > 0 else 1.0
-        chunk = self.grpo.logprob_chunk_tokens
-        if self.grpo.shared_prefix:
-            # Rows of one group carry the same prompt: run each distinct one once.
-            _, prompt_of_row = torch.unique(rollouts.group_index[idx], return_inverse=True)
-            first_row = one_row_each(prompt_of_row)
-            logprobs = shared_prefix_logprobs(self.policy, prompt_ids[first_row], prompt_mask[first_row],
-                                              prompt_of_row, completion_ids, completion_mask, temperature, chunk)
-        else:
-            input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [n, p+t]
-            attention_mask = torch.cat([prompt_mask, completion_mask], dim=1).long()
-            # Positions as generate() assigned them: left padding must not shift the prompt.
-            position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-            decoder, head = decoder_and_head(self.policy)
-            hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             use_cache=False).last_hidden_state  # [n, p+t, H]
-            # Position p-1 predicts completion token 0, ..., p+t-2 predicts token t-1.
-            logprobs = head_logprobs(hidden[:, -(width + 1):-1], head, completion_ids, temperature, chunk)  # [n, t]
-        return torch.nn.functional.pad(logprobs, (0, rollouts.completion_ids.shape[1] - width))  # [n, T]
+        return rollout_logprobs(self.policy, rollouts, idx, temperature, self.grpo.logprob_chunk_tokens,
+                                self.grpo.shared_prefix)
 
     @torch.no_grad()
     def logprobs_no_grad(self, rollouts: RolloutBatch, reference: bool = False) -> Tensor:
@@ -452,25 +403,8 @@ class GRPOModule(NonFiniteGuard, pl.LightningModule):
             raise NonFiniteWeightsError(nonfinite_weights_message(bad, f"checkpoint at step {step}"))
         checkpoint["numerical_health"] = self.nonfinite_counts()
         # Which run wrote it (model, LoRA, stage), so a resume under another config is refused.
-        checkpoint[run_identity.KEY] = self.run_identity()
+        checkpoint[run_identity.KEY] = run_identity.of_module(self)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.refuse_foreign_checkpoint(checkpoint)
+        run_identity.refuse_foreign(self, checkpoint)
         self.restore_numerical_health(checkpoint)
-
-    def run_identity(self) -> dict:
-        trainer = self._trainer
-        return run_identity.identity(self, trainer.callbacks if trainer else [],
-                                     getattr(trainer, "datamodule", None) if trainer else None)
-
-    def refuse_foreign_checkpoint(self, checkpoint: dict) -> None:
-        """Refuse a checkpoint of another run (model, adapter shapes, stage) before anything loads:
-        loading is non-strict, so a foreign checkpoint would otherwise load nothing, silently."""
-        current = self.run_identity()
-        recorded = checkpoint.get(run_identity.KEY)
-        lines = run_identity.differences(recorded, current) if recorded is not None else []
-        shapes = {name: tuple(p.shape) for name, p in self.named_parameters() if p.requires_grad}
-        saved = {k: tuple(v.shape) for k, v in checkpoint.get("state_dict", {}).items()}
-        lines += run_identity.shape_differences(saved, shapes)
-        if lines:
-            raise run_identity.refusal(self.trainer.ckpt_path if self._trainer else None, lines, recorded, current)

@@ -6,7 +6,8 @@ newest one under RUN_DIR when RUN_DIR is a logger's folder of versions) and writ
 within groups (mean over groups of the std of their lengths) against the optimizer step.
 When the metrics' folder, or a folder above it within RUN_DIR's parent, holds a stage-1 ``length_table.json``,
 ``length_table.png`` shows the distribution of its per-problem median lengths.
-``cli.fit.LapoCLI.after_fit`` calls :func:`plot_run` at the end of a fit.
+``cli.fit.LapoCLI.after_fit`` calls :func:`plot_run` at the end of a fit, and hands each figure
+to every configured logger that takes figures (TensorBoard's ``add_figure``), at the run's last step.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import csv
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # (panel title, metric), drawn when the run logged it.
@@ -51,8 +53,9 @@ def read_curves(path: Path) -> dict[str, tuple[list[int], list[float]]]:
     return curves
 
 
-def plot_run(run_dir: str | Path) -> list[Path]:
-    """Write the run's pictures beside its metrics; returns the files written."""
+def plot_run(run_dir: str | Path, on_figure: Callable[[str, object], None] | None = None) -> list[Path]:
+    """Write the run's pictures beside its metrics; returns the files written. ``on_figure(name,
+    figure)`` sees each matplotlib figure before it is closed (name: its file's stem)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
@@ -74,15 +77,15 @@ def plot_run(run_dir: str | Path) -> list[Path]:
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{path.parent}", fontsize=9)
-    written = [_save(fig, path.parent / "training_curves.png")]
+    written = [_save(fig, path.parent / "training_curves.png", on_figure)]
     table = next((folder / "length_table.json" for folder in [path.parent, *path.parent.parents]
                   if (folder / "length_table.json").is_file() and folder.is_relative_to(run_dir.parent)), None)
-    if table is not None and (drawn := plot_table(table, path.parent / "length_table.png")) is not None:
+    if table is not None and (drawn := plot_table(table, path.parent / "length_table.png", on_figure)) is not None:
         written.append(drawn)
     return written
 
 
-def plot_table(table: Path, out: Path) -> Path | None:
+def plot_table(table: Path, out: Path, on_figure: Callable[[str, object], None] | None = None) -> Path | None:
     """Histogram of a length table's per-problem median correct lengths (None: no solved problem)."""
     import matplotlib.pyplot as plt
 
@@ -98,14 +101,16 @@ def plot_table(table: Path, out: Path) -> Path | None:
     ax.set_ylabel("problems")
     ax.set_title(f"{table}: {len(medians)} of {len(entries)} problems solved", fontsize=9)
     ax.grid(alpha=0.3)
-    return _save(fig, out)
+    return _save(fig, out, on_figure)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, on_figure: Callable[[str, object], None] | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    if on_figure is not None:
+        on_figure(path.stem, fig)
     plt.close(fig)
     return path
 
@@ -121,3 +126,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lapo plot: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def figure_sink(loggers, step: int) -> Callable[[str, object], None] | None:
+    """``on_figure`` for :func:`plot_run` that logs each figure as ``lapo/<name>`` at ``step`` to every
+    logger whose ``experiment`` has ``add_figure`` (TensorBoard's); None when no logger takes figures."""
+    writers = [writer for logger in loggers
+               if callable(getattr(writer := getattr(logger, "experiment", None), "add_figure", None))]
+    if not writers:
+        return None
+
+    def log(name: str, fig) -> None:
+        for writer in writers:
+            writer.add_figure(f"lapo/{name}", fig, global_step=step, close=False)
+
+    return log

@@ -12,6 +12,7 @@ import errno
 import os
 import subprocess
 import sys
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -161,3 +162,14 @@ def test_every_shipped_training_config_saves_a_last_checkpoint():
         callbacks = yaml.safe_load(path.read_text())["trainer"].get("callbacks") or []
         savers = [c for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
         assert savers and all(c["init_args"].get("save_last") is True for c in savers), path
+
+
+def test_checkpoint_cadence_off_the_steps_per_batch_is_warned_with_the_cadence_it_gets():
+    from lapo_lightning.safety.checkpointing import unaligned_checkpoint_warning
+
+    with pytest.warns(UserWarning, match="every_n_train_steps=50 is not a multiple of the 8 .* only every 200 steps"):
+        unaligned_checkpoint_warning([ModelCheckpoint(every_n_train_steps=50)], 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        unaligned_checkpoint_warning([ModelCheckpoint(every_n_train_steps=48), ModelCheckpoint()], 8)
+        unaligned_checkpoint_warning([ModelCheckpoint(every_n_train_steps=3)], 1)

@@ -126,7 +126,7 @@ def test_bucketed_micro_batches_give_the_padded_loss_and_gradients(policy, aggre
 @pytest.mark.parametrize("order", ["grouped", "by_length"])
 def test_either_micro_batch_order_gives_the_padded_loss_and_gradients(policy, order, monkeypatch):
     """Both orders the planner chooses from: by length, a micro-batch holds several prompts."""
-    import lapo_lightning.module as module_file
+    import lapo_lightning.rollout_logprobs as module_file
     from lapo_lightning import shared_prefix
 
     def forced(lengths, prompt_lengths, group_index, size, completion_weight=1.0):

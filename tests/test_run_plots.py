@@ -5,16 +5,50 @@ from __future__ import annotations
 
 import matplotlib.image
 import pytest
+from lightning.pytorch.loggers import Logger
 
 from clitools import config_in, fit
 from lapo_lightning.cli.main import main
 from lapo_lightning.run_plots import read_curves
 
 
+class FigureRecorder(Logger):
+    """A logger that takes figures the way TensorBoard's does (``experiment.add_figure``)."""
+
+    seen: list[tuple[str, int, str]] = []
+
+    @property
+    def name(self) -> str:
+        return "figures"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    @property
+    def experiment(self):
+        return self
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+    def add_figure(self, tag, figure, global_step=None, close=True) -> None:
+        FigureRecorder.seen.append((tag, global_step, type(figure).__name__))
+
+
 @pytest.mark.slow
 def test_a_stage1_fit_draws_its_curves_and_lapo_plot_redraws_them(tmp_path, capsys):
-    config = config_in(tmp_path, "debug/stage1.yaml")
+    """Beside the CSV log, and as figures to a second logger that takes them (as TensorBoard does)."""
+    config = config_in(tmp_path, "debug/stage1.yaml", **{
+        "  logger:\n    class_path: lightning.pytorch.loggers.CSVLogger\n    init_args:":
+            "  logger:\n    - class_path: lightning.pytorch.loggers.CSVLogger\n      init_args:",
+        "  callbacks:\n": "    - class_path: test_run_plots.FigureRecorder\n  callbacks:\n"})
+    FigureRecorder.seen.clear()
     fit(config, "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0")
+    assert FigureRecorder.seen == [("lapo/training_curves", 3, "Figure"), ("lapo/length_table", 3, "Figure")]
     run = tmp_path / "runs" / "debug_stage1"
     log = run / "version_0"
     curves = read_curves(log / "metrics.csv")

@@ -155,18 +155,20 @@ class LapoCLI(LightningCLI):
 
 
     def after_fit(self) -> None:
-        """The run's training curves beside its metrics (``run_plots.py``; ``lapo plot`` redraws them)."""
+        """The run's training curves beside its metrics (``run_plots.py``; ``lapo plot`` redraws them),
+        and to TensorBoard when that logger is configured too."""
         from lightning.pytorch.loggers import CSVLogger
         from lightning.pytorch.utilities import rank_zero_info
 
-        from lapo_lightning.run_plots import PlotError, plot_run
+        from lapo_lightning.run_plots import PlotError, figure_sink, plot_run
 
-        logger = self.trainer.logger
-        if not self.trainer.is_global_zero or not isinstance(logger, CSVLogger):
+        logger = next((lg for lg in self.trainer.loggers if isinstance(lg, CSVLogger)), None)
+        if not self.trainer.is_global_zero or logger is None:
             return
         logger.save()  # the last step's row is on disk before it is read
         try:
-            written = plot_run(logger.log_dir)
+            others = [lg for lg in self.trainer.loggers if lg is not logger]
+            written = plot_run(logger.log_dir, figure_sink(others, self.trainer.global_step))
         except PlotError as e:  # a fit with no training step (max_steps reached already): nothing to draw
             rank_zero_info(f"training curves not drawn: {e}")
             return

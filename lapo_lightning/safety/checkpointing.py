@@ -18,6 +18,7 @@ Flow: ``LapoCLI.before_fit`` calls :func:`prepare_fit` before any weights load. 
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -165,3 +166,15 @@ def prepare_fit(trainer, module, ckpt_path: str | None, datamodule=None) -> str 
             if lines:
                 raise run_identity.refusal(str(ckpt_path), lines, recorded, current)
     return ckpt_path
+
+
+def unaligned_checkpoint_warning(checkpoint_callbacks, updates: int) -> None:
+    """Warn when a ``ModelCheckpoint(every_n_train_steps=n)`` saves less often than asked:
+    checkpoints are written between batches, after each batch's ``updates`` optimizer steps
+    (``model.grpo.num_iterations x steps_per_generation``), so n must be a multiple of them."""
+    for callback in checkpoint_callbacks:
+        every = getattr(callback, "_every_n_train_steps", 0)
+        if every and updates > 1 and every % updates:
+            rank_zero_warn(f"ModelCheckpoint every_n_train_steps={every} is not a multiple of the {updates} optimizer "
+                           "steps each batch makes (model.grpo.num_iterations x steps_per_generation): checkpoints "
+                           f"are written only every {math.lcm(every, updates)} steps")

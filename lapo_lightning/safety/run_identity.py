@@ -136,3 +136,23 @@ def refusal(path: str | None, lines: list[str], recorded: dict | None, current: 
             text += (f"; to continue it under the new {', '.join(f.replace('_', ' ') for f in OVERRIDABLE)} "
                      f"anyway, set {ALLOW_ENV}=1")
     return CheckpointMismatchError(text)
+
+
+def of_module(module) -> dict:
+    """The identity of the run a LightningModule is in: its settings, its trainer's callbacks
+    and data module (absent without a trainer)."""
+    trainer = module._trainer
+    return identity(module, trainer.callbacks if trainer else [], getattr(trainer, "datamodule", None) if trainer else None)
+
+
+def refuse_foreign(module, checkpoint: dict) -> None:
+    """Refuse a checkpoint of another run (model, adapter shapes, stage) before anything loads:
+    loading is non-strict, so a foreign checkpoint would otherwise load nothing, silently."""
+    current = of_module(module)
+    recorded = checkpoint.get(KEY)
+    lines = differences(recorded, current) if recorded is not None else []
+    shapes = {name: tuple(p.shape) for name, p in module.named_parameters() if p.requires_grad}
+    saved = {k: tuple(v.shape) for k, v in checkpoint.get("state_dict", {}).items()}
+    lines += shape_differences(saved, shapes)
+    if lines:
+        raise refusal(module.trainer.ckpt_path if module._trainer else None, lines, recorded, current)
