@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                    / torch.cuda.get_device_properties(0).total_memory)
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        from trl_compare import build_preset_models
+        from workloads import build_preset_models
 
         preset = "qwen2-tiny" if args.smoke else "qwen2.5-1.5b"
         dtype = "bfloat16" if cuda else "float32"

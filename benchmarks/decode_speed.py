@@ -74,7 +74,7 @@ def measure(variant: str, folder: str, args, sync) -> dict:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
-    parser.add_argument("--preset", default="qwen2.5-1.5b", help="trl_compare.PRESETS shape of the random Qwen2")
+    parser.add_argument("--preset", default="qwen2.5-1.5b", help="workloads.PRESETS shape of the random Qwen2")
     parser.add_argument("--rows", type=int, default=48, help="rows decoded together (the 12 GB recipe's rows per call)")
     parser.add_argument("--prompt", type=int, default=150)
     parser.add_argument("--tokens", type=int, default=128, help="new tokens per row")
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import torch
 
-    from trl_compare import build_preset_models
+    from workloads import build_preset_models
 
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     rows = []

@@ -2,7 +2,7 @@
 
 Runs ``lapo fit`` on configs/debug/grpo.yaml in this process, with a random-init Qwen2 whose
 vocabulary is large enough for the logits to matter (the character tokenizer sits in its
-first rows, as in trl_compare's preset, so almost no sampled token is EOS and every
+first rows, as in workloads.py's presets, so almost no sampled token is EOS and every
 completion runs to the cap: the estimate's worst case). It prints the estimate and the
 measured peak: growth of the process's peak resident memory (``ru_maxrss``) over its
 resident memory just before fitting. On CPU that measures every tensor (weights, optimizer,

