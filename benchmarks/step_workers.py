@@ -81,19 +81,19 @@ def run_lapo_padded(cfg: dict) -> dict:
 def run_lapo_grouped(cfg: dict) -> dict:
     """Ours with every group's rows kept in the same micro-batches (the planner's "grouped"
     order always, as before it could sort rows by length across groups)."""
-    import lapo_lightning.module
+    import lapo_lightning.rollout_logprobs
     from lapo_lightning.shared_prefix import grouped_order
 
     def grouped_only(lengths, prompt_lengths, group_index, size, completion_weight=1.0):
         order = grouped_order(lengths, group_index)
         return [order[i: i + size] for i in range(0, len(order), size)]
 
-    planned = lapo_lightning.module.plan_micro_batches
-    lapo_lightning.module.plan_micro_batches = grouped_only
+    planned = lapo_lightning.rollout_logprobs.plan_micro_batches
+    lapo_lightning.rollout_logprobs.plan_micro_batches = grouped_only
     try:
         return run_lapo(cfg)
     finally:  # a worker runs in its own process, but a test may call this in its own
-        lapo_lightning.module.plan_micro_batches = planned
+        lapo_lightning.rollout_logprobs.plan_micro_batches = planned
 
 
 def run_trl(cfg: dict) -> dict:

@@ -56,8 +56,10 @@ def test_benchmark_gpu_check_path(tmp_path, monkeypatch, capsys):
     import torch
 
     bench = load_benchmark()
+    import step_workers
+
     monkeypatch.setattr(bench, "run_one", lambda system, cfg, timeout=None:
-                        getattr(bench, f"run_{system}")(cfg) | {"peak_rss_mb": 0.0})
+                        getattr(step_workers, f"run_{system}")(cfg) | {"peak_rss_mb": 0.0})
     monkeypatch.setattr(sys, "argv", ["trl_compare.py", "--smoke", "--preset", "qwen2-tiny", "--load-in-4bit",
                                       "--dtype", "bfloat16", "--workloads", "varied", "--budget-s", "600",
                                       "--out", str(tmp_path / "r.json")])
