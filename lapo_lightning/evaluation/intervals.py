@@ -91,14 +91,17 @@ def format_difference(values: list[float] | None, scale: float = 1.0, fmt: str =
 
 
 def interval_fields(records, baseline: str | None) -> dict[tuple[str, str, str], dict]:
-    """Per (model, condition, benchmark): ``pass@1_ci``, ``tokens_mean_ci`` and, for models
-    other than ``baseline``, ``vs_baseline`` {"model", "pass@1", "tokens_mean"} over the
-    problems both answered."""
+    """Per (model, condition, benchmark): ``pass@1_ci``, ``tokens_mean_ci`` (and
+    ``budget_abs_error_ci``, of |L - n|, where the prompt stated a budget n) and, for models
+    other than ``baseline``, ``vs_baseline`` {"model", "pass@1", "tokens_mean"[,
+    "budget_abs_error"]} over the problems both answered."""
     cells: dict = defaultdict(lambda: {"pass@1": defaultdict(list), "tokens_mean": defaultdict(list)})
     for r in records:
         cell = cells[(r.model, r.condition, r.benchmark)]
         cell["pass@1"][r.problem_id].append(1.0 if r.correct else 0.0)
         cell["tokens_mean"][r.problem_id].append(float(r.length))
+        if r.budget is not None:
+            cell.setdefault("budget_abs_error", defaultdict(list))[r.problem_id].append(float(abs(r.length - r.budget)))
     out = {}
     for (model, condition, benchmark), cell in cells.items():
         fields = {f"{name}_ci": interval(per_problem(values)) for name, values in cell.items()}
@@ -107,6 +110,7 @@ def interval_fields(records, baseline: str | None) -> dict[tuple[str, str, str],
             shared = sorted(set(cell["pass@1"]) & set(base["pass@1"]))
             fields["vs_baseline"] = {"model": baseline, **{
                 name: paired_difference(per_problem({i: cell[name][i] for i in shared}),
-                                        per_problem({i: base[name][i] for i in shared})) for name in cell}}
+                                        per_problem({i: base[name][i] for i in shared}))
+                for name in cell if name in base}}
         out[(model, condition, benchmark)] = fields
     return out
