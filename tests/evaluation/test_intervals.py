@@ -69,6 +69,24 @@ def test_report_fields_per_cell_with_the_baseline_difference():
     assert lapo["vs_baseline"]["pass@1"][0] == pytest.approx(0.5) and lapo["vs_baseline"]["pass@1"][1:] == [0.0, 1.0]
 
 
+def test_a_stated_budget_adds_the_adherence_interval_and_its_paired_difference():
+    """|L - n| per problem, worked out by hand: n 50; base lengths 80 and 40 (errors 30, 10),
+    stage 2 lengths 55 and 50 (errors 5, 0): intervals span the problems' errors, and the paired
+    difference is -17.5 with every resample between -25 (only p0) and -10 (only p1)."""
+    def record(model, pid, length, budget=50, condition="50"):
+        return SampleRecord(model, condition, "b", pid, 0, "1", True, True, length, False, budget=budget)
+
+    records = [record("base", "p0", 80), record("base", "p1", 40), record("s2", "p0", 55), record("s2", "p1", 50)]
+    records += [record("s2", p, 70, budget=None, condition="none") for p in ("p0", "p1")]
+    fields = interval_fields(records, baseline="base")
+    assert fields[("base", "50", "b")]["budget_abs_error_ci"] == [10.0, 30.0]
+    stage2 = fields[("s2", "50", "b")]
+    assert stage2["budget_abs_error_ci"] == [0.0, 5.0]
+    point, low, high = stage2["vs_baseline"]["budget_abs_error"]
+    assert point == pytest.approx(-17.5) and -25.0 <= low <= high <= -10.0
+    assert "budget_abs_error_ci" not in fields[("s2", "none", "b")]  # no budget stated, nothing to adhere to
+
+
 def test_the_same_seed_gives_the_same_interval():
     sums = per_problem({f"p{i}": [float(i % 3 == 0), 1.0] for i in range(30)})
     assert interval(sums) == interval(sums)
