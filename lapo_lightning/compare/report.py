@@ -68,7 +68,9 @@ def budget_cells(row: dict) -> tuple[str, str]:
     """(Budget n, |L - n|): the budget the prompt stated; without one, the budget the model
     stated itself (LAPO stage 2 writes it after <think>) with the share of samples that did."""
     if row.get("budget_mean") is not None:
-        return _num(row["budget_mean"], ".0f"), _num(row.get("budget_abs_error"), ".1f")
+        error = _num(row.get("budget_abs_error"), ".1f")
+        return _num(row["budget_mean"], ".0f"), error + (f" {format_interval(row['budget_abs_error_ci'])}"
+                                                        if row.get("budget_abs_error_ci") else "")
     if row.get("own_budget_rate"):
         return f"own ({100 * row['own_budget_rate']:.0f}%)", _num(row.get("own_budget_abs_error"), ".1f")
     return "–", "–"

@@ -2,12 +2,14 @@
 
 Flow: ``python -m lapo_lightning.demo.word_problems --out data/word_problems`` writes
 ``train.jsonl`` and ``test.jsonl``, read by ``configs/real/smollm2_*.yaml`` and
-``configs/real/eval_smollm2.yaml`` like any math set (``id``, ``problem``, ``answer``,
+``configs/real/eval_smollm2.yaml``, and ``heldout.jsonl``, read by
+``configs/compare/smollm2/eval*.yaml``, like any math set (``id``, ``problem``, ``answer``,
 ``level``, ``source``). Generated here, so nothing is downloaded and the rows carry no
 third-party licence.
 
-A problem starts with a count and applies ``level`` changes (1 or 2), each adding or taking
-away a few items, so the work a correct answer needs grows with the level::
+A problem starts with a count and applies ``level`` changes (1 or 2 in train and test; 1, 2
+or 3 in heldout), each adding or taking away a few items, so the work a correct answer needs
+grows with the level::
 
     Mia has 7 apples. She buys 4 more apples. Then she gives away 3 apples.
     How many apples does Mia have now?                      (level 2, answer 8)
@@ -16,7 +18,15 @@ Why not GSM8K: SmolLM2-135M-Instruct solved 0 of the 24 easiest GSM8K training r
 200-token cap, chat template), too few right answers for GRPO to learn from. On these, with
 the one-shot system message of ``configs/real/smollm2_stage1.yaml``, it solved 30% of level 1
 and 20% of level 2 greedily (10 test rows each, 160-token cap) but none of 10 with three
-changes, so the sets stop at two.
+changes, so the training sets stop at two.
+
+The held-out set (300 problems: 150, 100 and 50 of levels 1, 2 and 3) is drawn after train and
+test from the same generator, skipping every text drawn before, so it shares no problem with
+them. Weighted to the easy levels so that the base model lands inside 20-80% overall: probed
+greedily on 20 fresh problems per level (128-token cap), SmolLM2 solved 40% of level 1, 20% of
+level 2 and none of levels 3 or 4; a story with no change at all ("Mia has 7 apples. How many
+apples does Mia have now?") was no easier (40% of 40: it copies the example's additions), so the
+levels start at one change.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ NAMES = [("Mia", "She"), ("Tom", "He"), ("Ana", "She"), ("Ben", "He"), ("Zoe", "
 ITEMS = ["apples", "pencils", "stickers", "marbles", "books", "cookies", "coins", "shells"]
 GAIN = ["buys {n} more {item}", "finds {n} more {item}", "gets {n} more {item} from a friend"]
 LOSS = ["gives away {n} {item}", "loses {n} {item}", "gives {n} {item} to a friend"]
-SPLITS = {"train": {1: 100, 2: 100}, "test": {1: 20, 2: 20}}
+SPLITS = {"train": {1: 100, 2: 100}, "test": {1: 20, 2: 20}, "heldout": {1: 150, 2: 100, 3: 50}}
 
 
 def make_problem(rng: random.Random, level: int) -> tuple[str, int]:

@@ -90,23 +90,46 @@ def format_difference(values: list[float] | None, scale: float = 1.0, fmt: str =
         " *" if excludes_zero(values) else "")
 
 
+def _fields(cell: dict, base: dict | None, baseline: str | None) -> dict:
+    """One cell's intervals and, given the baseline's cell, its paired differences to it."""
+    fields = {f"{name}_ci": interval(per_problem(values)) for name, values in cell.items()}
+    if base is not None:
+        shared = sorted(set(cell["pass@1"]) & set(base["pass@1"]))
+        fields["vs_baseline"] = {"model": baseline, **{
+            name: paired_difference(per_problem({i: cell[name][i] for i in shared}),
+                                    per_problem({i: base[name][i] for i in shared}))
+            for name in cell if name in base}}
+    return fields
+
+
 def interval_fields(records, baseline: str | None) -> dict[tuple[str, str, str], dict]:
-    """Per (model, condition, benchmark): ``pass@1_ci``, ``tokens_mean_ci`` and, for models
-    other than ``baseline``, ``vs_baseline`` {"model", "pass@1", "tokens_mean"} over the
-    problems both answered."""
+    """Per (model, condition, benchmark): ``pass@1_ci``, ``tokens_mean_ci`` (and
+    ``budget_abs_error_ci``, of |L - n|, where the prompt stated a budget n) and, for models
+    other than ``baseline``, ``vs_baseline`` {"model", "pass@1", "tokens_mean"[,
+    "budget_abs_error"]} over the problems both answered; where the records carry difficulty
+    levels, ``by_level_ci`` holds the same fields per level ({"1": {...}, ...}), the bootstrap
+    resampling that level's problems."""
     cells: dict = defaultdict(lambda: {"pass@1": defaultdict(list), "tokens_mean": defaultdict(list)})
     for r in records:
-        cell = cells[(r.model, r.condition, r.benchmark)]
-        cell["pass@1"][r.problem_id].append(1.0 if r.correct else 0.0)
-        cell["tokens_mean"][r.problem_id].append(float(r.length))
-    out = {}
-    for (model, condition, benchmark), cell in cells.items():
-        fields = {f"{name}_ci": interval(per_problem(values)) for name, values in cell.items()}
-        base = cells.get((baseline, condition, benchmark)) if baseline and model != baseline else None
-        if base is not None:
-            shared = sorted(set(cell["pass@1"]) & set(base["pass@1"]))
-            fields["vs_baseline"] = {"model": baseline, **{
-                name: paired_difference(per_problem({i: cell[name][i] for i in shared}),
-                                        per_problem({i: base[name][i] for i in shared})) for name in cell}}
-        out[(model, condition, benchmark)] = fields
+        keys = [(r.model, r.condition, r.benchmark)] + ([(r.model, r.condition, r.benchmark, str(r.level))]
+                                                        if r.level is not None else [])
+        for key in keys:
+            cell = cells[key]
+            cell["pass@1"][r.problem_id].append(1.0 if r.correct else 0.0)
+            cell["tokens_mean"][r.problem_id].append(float(r.length))
+            if r.budget is not None:
+                cell.setdefault("budget_abs_error", defaultdict(list))[r.problem_id].append(
+                    float(abs(r.length - r.budget)))
+    out: dict = {}
+    for key, cell in sorted(cells.items(), key=lambda item: len(item[0])):  # whole cells before their levels
+        model = key[0]
+        base = cells.get((baseline, *key[1:])) if baseline and model != baseline else None
+        fields = _fields(cell, base, baseline)
+        if len(key) == 3:
+            out[key] = fields
+        else:
+            out[key[:3]].setdefault("by_level_ci", {})[key[3]] = fields
+    for fields in out.values():
+        if "by_level_ci" in fields:
+            fields["by_level_ci"] = dict(sorted(fields["by_level_ci"].items(), key=lambda kv: (len(kv[0]), kv[0])))
     return out

@@ -155,6 +155,7 @@ def render_markdown(rows: list[dict], settings: dict, files: dict[str, Path]) ->
             [f"`{r['model']}`", r["benchmark"], *(
                 f"{_pct(c['pass@1'])} / {_tok(c['tokens_mean'])}" if (c := r["by_level"].get(str(lv))) else "–"
                 for lv in levels)] for r in level_rows])
+        lines += level_interval_section(level_rows)
 
     sweep = [r for r in rows if r["budget"] is not None]
     if sweep:
@@ -188,3 +189,19 @@ def interval_section(rows: list[dict]) -> list[str]:
              format_difference((r.get("vs_baseline") or {}).get("tokens_mean"), 1, ",.0f")] for r in rows]
     return lines + _table(["Model", "Budget", "Benchmark", "Pass@1", "95% interval", "#Tok", "95% interval",
                            "Δ Pass@1", "Δ #Tok"], body)
+
+
+def level_interval_section(rows: list[dict]) -> list[str]:
+    """Markdown lines: each level's 95% intervals and paired difference to the baseline (rows
+    whose ``by_level_ci`` came from :func:`interval_fields`)."""
+    body = [[f"`{r['model']}`", r["benchmark"], lv, str(r["by_level"][lv]["samples"]),
+             _pct(r["by_level"][lv]["pass@1"]), format_interval(ci.get("pass@1_ci"), 100),
+             _tok(r["by_level"][lv]["tokens_mean"]), format_interval(ci.get("tokens_mean_ci"), 1, ",.0f"),
+             format_difference((ci.get("vs_baseline") or {}).get("pass@1"), 100),
+             format_difference((ci.get("vs_baseline") or {}).get("tokens_mean"), 1, ",.0f")]
+            for r in rows for lv, ci in (r.get("by_level_ci") or {}).items() if lv in r["by_level"]]
+    if not body:
+        return []
+    return [f"Per level, {LEVEL:.0%} intervals (bootstrap over that level's problems; Δ paired as above):", "",
+            *_table(["Model", "Benchmark", "Level", "Samples", "Pass@1", "95% interval", "#Tok", "95% interval",
+                     "Δ Pass@1", "Δ #Tok"], body)]

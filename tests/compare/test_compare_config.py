@@ -32,12 +32,12 @@ def test_shipped_comparisons_load_and_every_method_config_is_used(name, monkeypa
 
 def test_every_shipped_evaluation_config_is_run_by_a_comparison(monkeypatch):
     monkeypatch.chdir(ROOT)
-    used = {p.config for name in ("demo", "demo_all", "real")
+    used = {p.config for name in ("demo", "demo_all", "real", "smollm2")
             for p in load_config(f"configs/compare/{name}.yaml").phases if p.command == "eval"}
     assert used == {p.relative_to(ROOT) for p in (ROOT / "configs/compare").rglob("eval*.yaml")}
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "demo_all.yaml", "real.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "demo_all.yaml", "real.yaml", "smollm2.yaml"])
 def test_every_evaluated_adapter_is_trained_by_an_earlier_phase(name, monkeypatch):
     monkeypatch.chdir(ROOT)
     config = load_config(f"configs/compare/{name}")
@@ -50,6 +50,33 @@ def test_every_evaluated_adapter_is_trained_by_an_earlier_phase(name, monkeypatc
             assert m.get("adapter", m["model"]) in exported | {m["model"]}, (phase.name, m)
             assert base in (None, m["model"]), "every model of a comparison shares one base"
             base = m["model"]
+
+
+def test_the_smollm2_comparison_trains_every_method_of_its_folder_and_smokes_small(monkeypatch):
+    """configs/compare/smollm2.yaml: every config of its folder is a phase, and --smoke keeps the
+    real model's phases to one step of two problems and a 16-token cap (its CI test stays short)."""
+    monkeypatch.chdir(ROOT)
+    config = load_config("configs/compare/smollm2.yaml")
+    assert {p.config.name for p in config.phases} == {p.name for p in (ROOT / "configs/compare/smollm2").glob("*.yaml")}
+    for phase in config.phases:
+        smoke = dict(zip(phase.smoke[::2], phase.smoke[1::2]))
+        assert smoke["--model.generation.max_new_tokens"] == "16", phase.name
+        if phase.command == "fit":
+            assert smoke["--trainer.max_steps"] == "1" and int(smoke["--data.max_problems"]) <= 2, phase.name
+        else:
+            assert int(smoke["--data.max_problems"]) <= 8, phase.name
+
+
+def test_smollm2_method_configs_differ_from_lapo_stage1_only_in_the_method():
+    folder = ROOT / "configs/compare/smollm2"
+    shared = _shared_settings(folder / "stage1.yaml")
+    assert {"model", "data", "trainer"} <= set(shared)
+    for name in ("acc_only.yaml", "kimi.yaml"):
+        assert _shared_settings(folder / name) == shared, name
+    stage2 = yaml.safe_load((folder / "stage2.yaml").read_text())  # continues stage 1 on its problems
+    stage1 = yaml.safe_load((folder / "stage1.yaml").read_text())
+    assert stage2["data"] == stage1["data"] and stage2["model"]["optim"] == stage1["model"]["optim"]
+    assert stage2["model"]["policy"]["adapter"] == stage1["export"]["dirpath"]
 
 
 def _write(tmp_path, text):

@@ -34,7 +34,25 @@ def test_splits_are_seeded_sized_shuffled_and_disjoint():
         assert len({r["id"] for r in rows}) == len(rows)
     train = splits["train"]
     assert set(r["level"] for r in train[:10]) == {1, 2}  # data.max_problems keeps both levels
-    assert not {r["problem"] for r in train} & {r["problem"] for r in splits["test"]}
+    texts = {name: {r["problem"] for r in rows} for name, rows in splits.items()}
+    assert not texts["train"] & texts["test"] and not texts["heldout"] & (texts["train"] | texts["test"])
+
+
+def test_shipped_heldout_set_shares_no_problem_with_training():
+    """The 300 problems configs/compare/smollm2/eval.yaml evaluates on: three levels, none of
+    them (even up to spacing and case) in train.jsonl or test.jsonl."""
+    def load(split):
+        return load_problems(str(ROOT / "data" / "word_problems" / f"{split}.jsonl"), ProblemFields())
+
+    def key(problem):
+        return " ".join(problem.problem.lower().split())
+
+    heldout = load("heldout")
+    assert len(heldout) >= 300 and Counter(p.extra["level"] for p in heldout) == Counter(SPLITS["heldout"])
+    assert len(set(SPLITS["heldout"])) >= 3 and len({key(p) for p in heldout}) == len(heldout)
+    seen = {key(p) for split in ("train", "test") for p in load(split)}
+    assert not seen & {key(p) for p in heldout}
+    assert not {p.id for p in heldout} & {p.id for split in ("train", "test") for p in load(split)}
 
 
 def test_shipped_files_are_what_the_generator_writes(tmp_path):

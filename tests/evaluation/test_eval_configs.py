@@ -22,7 +22,8 @@ EVAL_CONFIGS = sorted((ROOT / "configs").rglob("eval*.yaml"))
 def test_every_eval_config_is_found():
     assert [p.relative_to(ROOT / "configs").as_posix() for p in EVAL_CONFIGS] == [
         "compare/demo/eval.yaml", "compare/demo/eval_all.yaml", "compare/demo/eval_all_budgets.yaml",
-        "compare/demo/eval_budgets.yaml", "compare/real/eval.yaml", "compare/real/eval_budgets.yaml", "debug/eval.yaml",
+        "compare/demo/eval_budgets.yaml", "compare/real/eval.yaml", "compare/real/eval_budgets.yaml",
+        "compare/smollm2/eval.yaml", "compare/smollm2/eval_budgets.yaml", "debug/eval.yaml",
         "demo/eval_greedy.yaml", "demo/eval_sampled.yaml", "eval.yaml", "real/eval_smollm2.yaml"]
 
 

@@ -69,6 +69,45 @@ def test_report_fields_per_cell_with_the_baseline_difference():
     assert lapo["vs_baseline"]["pass@1"][0] == pytest.approx(0.5) and lapo["vs_baseline"]["pass@1"][1:] == [0.0, 1.0]
 
 
+def test_a_stated_budget_adds_the_adherence_interval_and_its_paired_difference():
+    """|L - n| per problem, worked out by hand: n 50; base lengths 80 and 40 (errors 30, 10),
+    stage 2 lengths 55 and 50 (errors 5, 0): intervals span the problems' errors, and the paired
+    difference is -17.5 with every resample between -25 (only p0) and -10 (only p1)."""
+    def record(model, pid, length, budget=50, condition="50"):
+        return SampleRecord(model, condition, "b", pid, 0, "1", True, True, length, False, budget=budget)
+
+    records = [record("base", "p0", 80), record("base", "p1", 40), record("s2", "p0", 55), record("s2", "p1", 50)]
+    records += [record("s2", p, 70, budget=None, condition="none") for p in ("p0", "p1")]
+    fields = interval_fields(records, baseline="base")
+    assert fields[("base", "50", "b")]["budget_abs_error_ci"] == [10.0, 30.0]
+    stage2 = fields[("s2", "50", "b")]
+    assert stage2["budget_abs_error_ci"] == [0.0, 5.0]
+    point, low, high = stage2["vs_baseline"]["budget_abs_error"]
+    assert point == pytest.approx(-17.5) and -25.0 <= low <= high <= -10.0
+    assert "budget_abs_error_ci" not in fields[("s2", "none", "b")]  # no budget stated, nothing to adhere to
+
+
+def test_levels_get_their_own_intervals_and_paired_differences():
+    """Level 1: both models right on p0 and p1 (lengths 10 and 20 against 30 and 40); level 2:
+    the base right on p2 only, the other model on neither (lengths 50 against 90)."""
+    def record(model, pid, level, correct, length):
+        return SampleRecord(model, "none", "b", pid, 0, "1", correct, True, length, False, level=level)
+
+    records = [record("base", "p0", 1, True, 30), record("base", "p1", 1, True, 40),
+               record("base", "p2", 2, True, 90), record("base", "p3", 2, False, 90)]
+    records += [record("m", "p0", 1, True, 10), record("m", "p1", 1, True, 20),
+                record("m", "p2", 2, False, 50), record("m", "p3", 2, False, 50)]
+    fields = interval_fields(records, baseline="base")
+    base, other = fields[("base", "none", "b")]["by_level_ci"], fields[("m", "none", "b")]["by_level_ci"]
+    assert list(base) == ["1", "2"] and base["1"] == {"pass@1_ci": [1.0, 1.0], "tokens_mean_ci": [30.0, 40.0]}
+    assert "vs_baseline" not in base["2"] and base["2"]["pass@1_ci"] == [0.0, 1.0]
+    assert other["1"]["vs_baseline"]["pass@1"] == [0.0, 0.0, 0.0]
+    assert other["1"]["vs_baseline"]["tokens_mean"] == [-20.0, -20.0, -20.0]
+    assert other["2"]["vs_baseline"]["tokens_mean"] == [-40.0, -40.0, -40.0]
+    point, low, high = other["2"]["vs_baseline"]["pass@1"]
+    assert point == pytest.approx(-0.5) and [low, high] == [-1.0, 0.0]
+
+
 def test_the_same_seed_gives_the_same_interval():
     sums = per_problem({f"p{i}": [float(i % 3 == 0), 1.0] for i in range(30)})
     assert interval(sums) == interval(sums)

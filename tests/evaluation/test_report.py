@@ -133,7 +133,10 @@ def test_scripted_run_gives_hand_computed_numbers_and_all_report_files(tmp_path)
     lapo = results["results"][1]
     assert lapo["vs_baseline"] == {"model": "base", "pass@1": [0.0, 0.0, 0.0], "tokens_mean": [0.0, 0.0, 0.0]}
     assert "## 95% intervals" in report and "| `lapo` | none | math500 | 45.0 | [" in report
-    assert report.count("| +0.0 [0.0, 0.0] | +0 [0, 0] |") == 1  # lapo's row; base is the baseline
+    same = "| +0.0 [0.0, 0.0] | +0 [0, 0] |"
+    assert report.split("## Details")[0].count(same) == 1  # lapo's row; base is the baseline
+    per_level = report.split("Per level, 95% intervals")[1]  # one row per level of lapo, paired the same way
+    assert per_level.count(same) == 3 and "| `lapo` | math500 | 5 | 4 | 25.0 | [" in per_level
     for name in ("tokens_by_level", "accuracy_vs_tokens", "length_histograms"):
         image = matplotlib.image.imread(tmp_path / f"{name}.png")
         assert image.shape[0] > 100 and image.shape[1] > 100
