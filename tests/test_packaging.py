@@ -8,6 +8,8 @@ Run: pytest tests/test_packaging.py -q
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -62,3 +64,9 @@ def test_console_script_exits_zero_on_success(monkeypatch):
     assert project["scripts"]["lapo"] == "lapo_lightning.cli.main:run"
     monkeypatch.setattr(cli, "main", lambda args=None: object())
     assert cli.run() is None
+
+
+def test_python_dash_m_runs_the_console_script():
+    out = subprocess.run([sys.executable, "-m", "lapo_lightning.cli", "table", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "table" in out.stdout, out.stderr[-2000:]
