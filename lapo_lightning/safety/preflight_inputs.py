@@ -30,8 +30,8 @@ def check_inputs(cfg: Namespace, built: Built, skip: tuple[str, ...] = (), conte
     a file an earlier stage writes) are left out."""
     data_problems = check_data(built)
     problems = data_problems + check_outputs(cfg, built)
-    model_problems = [p for p in check_model_sources(built) if not (skip and p.startswith(skip))]
-    problems += model_problems + [p for p in check_tables(built) if not (skip and p.startswith(skip))]
+    model_problems = [p for p in check_model_sources(built) if not p.startswith(skip)]
+    problems += model_problems + [p for p in check_tables(built) if not p.startswith(skip)]
     if not model_problems and context:
         problems += check_model_fit(built, with_prompts=not data_problems)
     return problems
